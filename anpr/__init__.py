@@ -1,0 +1,1 @@
+"""Camera side: capture, plate detection, OCR, grouping reads into presence events."""

@@ -1,0 +1,94 @@
+"""The app factory: builds the engine, context and routes; the lifespan starts and stops every part."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.context import AppContext, Component
+from api.deps import LoginRequired
+from api.routes import audit, auth, health, pages, users
+from api.scheduler import SchedulerComponent
+from api.templating import make_templates
+from models.base import Clock, IdFactory, new_id, utcnow
+from models.db import make_engine
+from models.settings import Settings
+
+VERSION = "0.1.0"
+
+
+def build_context(
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    ids: IdFactory = new_id,
+    components: list[Component] | None = None,
+) -> AppContext:
+    ctx = AppContext(settings=settings, engine=make_engine(settings.db_url), clock=clock, ids=ids)
+    if components is None:
+        components = []
+        if settings.components.scheduler:
+            components.append(SchedulerComponent(ctx))
+    ctx.components = components
+    return ctx
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    ids: IdFactory = new_id,
+    components: list[Component] | None = None,
+) -> FastAPI:
+    """Build the app for `settings`. Tests inject the clock, the id factory and the parts to run."""
+    ctx = build_context(settings, clock=clock, ids=ids, components=components)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await ctx.start_components()
+            yield
+        finally:
+            await ctx.stop_components()
+            ctx.engine.dispose()
+
+    app = FastAPI(title="Baywarden", version=VERSION, lifespan=lifespan)
+    app.state.ctx = ctx
+    app.state.templates = make_templates()
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    for module in (health, auth, users, audit, pages):
+        app.include_router(module.router)
+
+    @app.exception_handler(LoginRequired)
+    async def _login_required(request: Request, _exc: LoginRequired) -> Response:
+        wants_html = "text/html" in request.headers.get("accept", "") and not request.url.path.startswith("/api/")
+        if wants_html:
+            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        return JSONResponse({"detail": "login required"}, status_code=401, headers={"WWW-Authenticate": "Cookie"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.middleware("http")
+    async def _metrics(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        ctx.metrics.http_requests.labels(request.method, path, str(response.status_code)).inc()
+        ctx.metrics.http_latency.labels(request.method, path).observe(time.perf_counter() - start)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    return app

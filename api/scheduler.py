@@ -1,0 +1,61 @@
+"""The scheduler part: APScheduler 3.x in a thread pool, running the periodic jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlmodel import delete
+
+from api.context import AppContext
+from models.tables import AuditLog, LoginThrottle, OperatorSession
+
+log = logging.getLogger(__name__)
+
+
+def purge_expired(ctx: AppContext) -> dict[str, int]:
+    """Retention: drop expired sessions, stale throttles and audit rows past their retention."""
+    now = ctx.clock()
+    counts = {}
+    with ctx.session() as db:
+        counts["sessions"] = db.exec(delete(OperatorSession).where(OperatorSession.expires_at <= now)).rowcount
+        stale = now - timedelta(days=1)
+        counts["throttles"] = db.exec(
+            delete(LoginThrottle).where(LoginThrottle.window_started_at < stale)
+            .where((LoginThrottle.locked_until == None) | (LoginThrottle.locked_until < now))  # noqa: E711
+        ).rowcount
+        cutoff = now - timedelta(days=ctx.settings.retention.audit_days)
+        counts["audit"] = db.exec(delete(AuditLog).where(AuditLog.at < cutoff)).rowcount
+        db.commit()
+    if any(counts.values()):
+        log.info("retention purge: %s", counts)
+    return counts
+
+
+class SchedulerComponent:
+    name = "scheduler"
+
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+        self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+        self.jobs: list[tuple[str, Callable[[], object], int]] = [
+            ("retention", lambda: purge_expired(ctx), 3600),
+        ]
+
+    def add_job(self, name: str, func: Callable[[], object], every_s: int) -> None:
+        """Other parts register their periodic work here before start()."""
+        self.jobs.append((name, func, every_s))
+
+    async def start(self) -> None:
+        for name, func, every in self.jobs:
+            self.scheduler.add_job(func, "interval", seconds=every, id=name, name=name, next_run_time=None)
+        self.scheduler.start()
+        # Run each job once at start (e.g. purge what fell due while the service was down).
+        for job in self.scheduler.get_jobs():
+            job.modify(next_run_time=self.ctx.clock())
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.scheduler.shutdown, wait=True)

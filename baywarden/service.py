@@ -1,0 +1,104 @@
+"""Start-up checks and the `run` command's body: config -> port -> database -> migrations -> serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, func, select
+
+from models.db import check_connection, make_engine, redact_db_url, upgrade
+from models.settings import Settings
+from models.tables import Role, User, UserCreate
+
+log = logging.getLogger("baywarden")
+
+
+class StartupError(Exception):
+    """A problem that stops the service before it starts, phrased as one line for a person."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def prepare_database(settings: Settings, migrate: bool = True) -> None:
+    """Reach the database and bring its schema up to date, or raise StartupError."""
+    url = settings.db_url
+    engine = make_engine(url)
+    try:
+        check_connection(engine)
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StartupError(f"cannot reach the database {redact_db_url(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+    if migrate:
+        try:
+            upgrade(url)
+        except SQLAlchemyError as exc:
+            raise StartupError(f"database migration failed on {redact_db_url(url)}: {exc}") from None
+
+
+def ensure_first_admin(settings: Settings) -> str | None:
+    """On an empty database create `admin` with a random password saved to a 0600 file.
+
+    Returns the file path when an account was created, else None.
+    """
+    from api.routes.users import create_user
+
+    engine = make_engine(settings.db_url)
+    try:
+        with Session(engine) as db:
+            if db.exec(select(func.count()).select_from(User)).one():
+                return None
+            password = secrets.token_urlsafe(15)
+            create_user(db, UserCreate(username="admin", role=Role.admin, password=password), actor="system")
+    finally:
+        engine.dispose()
+    path = Path(settings.data_dir) / "initial-admin-password.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return str(path)
+
+
+def serve(settings: Settings, migrate: bool = True) -> None:
+    """Run the whole service in this process until interrupted."""
+    import uvicorn
+
+    from api.app import create_app
+
+    check_port_free(settings.host, settings.port)
+    prepare_database(settings, migrate=migrate)
+    created = ensure_first_admin(settings)
+    if created:
+        log.warning("created user 'admin'; its password is in %s (change it after logging in)", created)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
+        loop="uvloop" if _has_uvloop() else "asyncio",
+    )
+    log.info("Baywarden listening on http://%s:%d", settings.host, settings.port)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise StartupError(f"the HTTP server on {settings.host}:{settings.port} did not start (see log above)")
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,1 @@
+"""Lowest layer: settings, tables, domain events and the database helpers every package shares."""

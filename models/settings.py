@@ -1,0 +1,202 @@
+"""The one strict configuration tree: YAML file, then `BAYWARDEN_*` environment overrides.
+
+Every field has bounds and a description; unknown keys are errors (`extra="forbid"`), and
+`load_settings` turns a pydantic error into lines that name the field and the YAML line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_SECRET = "change-me-in-production"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SecuritySettings(Strict):
+    secret_key: SecretStr = Field(
+        SecretStr(DEFAULT_SECRET), description="Signs session cookies, CSRF tokens and driver links."
+    )
+    session_max_age_s: int = Field(8 * 3600, ge=60, le=30 * 24 * 3600, description="Operator session lifetime.")
+    cookie_secure: bool = Field(False, description="Send cookies only over HTTPS (set behind TLS).")
+    login_max_failures: int = Field(5, ge=1, le=100, description="Failed logins before a lockout.")
+    login_lockout_s: int = Field(300, ge=1, le=86400, description="Lockout length after too many failures.")
+
+
+class ComponentSettings(Strict):
+    api: bool = Field(True, description="Serve the HTTP API and dashboard.")
+    scheduler: bool = Field(True, description="Run the periodic jobs (timers sweep, retention, outbox).")
+    cameras: bool = Field(True, description="Run the camera supervisor (one worker per enabled camera).")
+    relay: bool = Field(False, description="Run the OCPP relay between charge points and the CSMS.")
+
+
+class UpstreamSettings(Strict):
+    pattern: str = Field("*", min_length=1, description="fnmatch pattern on the charge point id.")
+    url: str = Field(..., pattern=r"^wss?://", description="CSMS base URL; the charger id is appended.")
+
+
+class RelaySettings(Strict):
+    host: str = Field("127.0.0.1", description="Address the relay listens on.")
+    port: int = Field(9000, ge=1, le=65535, description="Port the relay listens on.")
+    upstreams: list[UpstreamSettings] = Field(default_factory=list, description="First match wins.")
+    tls_cert: Path | None = Field(None, description="PEM certificate for wss:// on the listening side.")
+    tls_key: Path | None = Field(None, description="PEM key for the certificate.")
+    max_frame_bytes: int = Field(1 << 20, ge=1024, le=16 << 20, description="Largest frame accepted.")
+
+
+class RetentionSettings(Strict):
+    evidence_days: int = Field(30, ge=1, le=3650, description="Days to keep frames and plate crops.")
+    reads_days: int = Field(90, ge=1, le=3650, description="Days to keep plate reads.")
+    audit_days: int = Field(365 * 2, ge=30, le=3650, description="Days to keep the audit log.")
+
+
+class BayZone(Strict):
+    bay_id: str = Field(..., min_length=1, max_length=64, description="Bay this polygon watches.")
+    polygon: list[tuple[float, float]] = Field(
+        ..., min_length=3, description="Polygon in frame pixels [[x, y], ...] (region of interest)."
+    )
+
+
+class CameraSettings(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique camera name.")
+    url: str = Field(..., pattern=r"^(rtsps?|https?|file)://", description="Main stream URL.")
+    sub_url: str | None = Field(None, pattern=r"^(rtsps?|https?|file)://", description="Detection sub-stream.")
+    enabled: bool = Field(True, description="Start a worker for this camera.")
+    fps: float = Field(5.0, gt=0, le=30, description="Frames per second to process.")
+    zones: list[BayZone] = Field(default_factory=list, description="Bay polygons seen by this camera.")
+
+
+class Settings(BaseSettings):
+    """Baywarden settings. Environment variables override the file: BAYWARDEN_<FIELD>,
+    nested groups with a double underscore (BAYWARDEN_SECURITY__SECRET_KEY)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BAYWARDEN_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    env: Literal["development", "production"] = Field(
+        "development", description="production refuses default secrets."
+    )
+    data_dir: Path = Field(Path("data"), description="SQLite file, evidence images and logs live here.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/baywarden.db."
+    )
+    host: str = Field("127.0.0.1", description="API listen address.")
+    port: int = Field(8080, ge=1, le=65535, description="API listen port.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Root log level.")
+    site_name: str = Field("Baywarden site", min_length=1, max_length=200, description="Shown to drivers.")
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    components: ComponentSettings = Field(default_factory=ComponentSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    cameras: list[CameraSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.env == "production" and self.security.secret_key.get_secret_value() == DEFAULT_SECRET:
+            raise ValueError("security.secret_key is still the default; set a secret in production")
+        if len(self.security.secret_key.get_secret_value()) < 16:
+            raise ValueError("security.secret_key must be at least 16 characters")
+        names = [c.name for c in self.cameras]
+        if len(names) != len(set(names)):
+            raise ValueError("camera names must be unique")
+        if self.database_url is not None and not self.database_url.startswith(("sqlite", "postgresql")):
+            raise ValueError("database_url must be a sqlite:// or postgresql:// URL")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'baywarden.db').resolve()}"
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.data_dir / "evidence"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives through init kwargs; environment overrides it.
+        return (env_settings, init_settings)
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for a person: one line per problem."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the composed YAML tree to a line number."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == part), None)
+            if nxt is None:
+                key = next((k for k, _ in node.value if k.value == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from an optional YAML file plus the environment; raise ConfigError."""
+    data: dict[str, Any] = {}
+    root = None
+    where = "config"
+    if path is not None:
+        where = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError([f"{where}: cannot read config file: {exc.strerror}"]) from None
+        try:
+            root = yaml.compose(text)
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f":{mark.line + 1}" if mark else ""
+            raise ConfigError([f"{where}{at}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{where}:1: the config file must be a mapping of settings"])
+        data = loaded
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(root, loc) if root is not None and loc else None
+            env_hint = f" (or env BAYWARDEN_{'__'.join(str(p) for p in loc).upper()})" if loc else ""
+            at = f":{line}" if line else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}{at}: {field}: {msg}{env_hint if not line else ''}")
+        raise ConfigError(lines) from None
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in {"1", "true", "yes"}
