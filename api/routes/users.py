@@ -29,6 +29,7 @@ def create_user(db: Session, data: UserCreate, *, actor: str, ip: str = "", now=
     audit.record(db, actor=actor, action="create", entity="user", entity_id=user.id,
                  after=audit.snapshot(UserPublic.model_validate(user)), ip=ip, at=now)
     db.commit()
+    db.refresh(user)
     return user
 
 

@@ -1,0 +1,168 @@
+"""Operators through the real app: sessions, roles, CSRF, throttling and the audit trail."""
+
+import re
+
+import pytest
+from sqlmodel import Session, select
+
+from models.db import make_engine
+from models.tables import AuditLog, Role
+from tests.foundation.helpers import PASSWORD, add_user, client_for, login, make_settings
+
+
+@pytest.fixture
+def app_env(tmp_path, db_url, clock):
+    settings = make_settings(tmp_path, db_url)
+    client = client_for(settings, clock=clock)
+    add_user(settings, "root", Role.admin)
+    add_user(settings, "olga", Role.operator)
+    add_user(settings, "vic", Role.viewer)
+    with client:
+        yield settings, client
+
+
+def audit_rows(settings, **where):
+    engine = make_engine(settings.db_url)
+    with Session(engine) as db:
+        q = select(AuditLog).order_by(AuditLog.id)
+        for k, v in where.items():
+            q = q.where(getattr(AuditLog, k) == v)
+        rows = list(db.exec(q))
+    engine.dispose()
+    return rows
+
+
+def test_anonymous_gets_401_or_login_redirect(app_env):
+    _, client = app_env
+    assert client.get("/api/v1/users").status_code == 401
+    r = client.get("/", headers={"Accept": "text/html"})
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/"
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_roles_enforced(app_env):
+    _settings, client = app_env
+    login(client, "vic")
+    assert client.get("/api/v1/me").json()["user"]["role"] == "viewer"
+    assert client.get("/api/v1/users").status_code == 403
+    assert client.get("/api/v1/audit").status_code == 403
+    client.cookies.clear()
+    login(client, "olga")
+    assert client.get("/api/v1/audit").status_code == 200
+    assert client.get("/api/v1/users").status_code == 403
+
+
+def test_admin_manages_users_with_audit_and_csrf(app_env):
+    settings, client = app_env
+    csrf = login(client, "root")
+    body = {"username": "nina", "password": "another long password", "role": "operator", "email": "nina@example.org"}
+    assert client.post("/api/v1/users", json=body).status_code == 403  # no CSRF header
+    r = client.post("/api/v1/users", json=body, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201, r.text
+    user = r.json()
+    assert "password" not in user and "password_hash" not in user
+    assert client.post("/api/v1/users", json=body, headers={"X-CSRF-Token": csrf}).status_code == 409
+    r = client.patch(f"/api/v1/users/{user['id']}", json={"role": "viewer"}, headers={"X-CSRF-Token": csrf})
+    assert r.json()["role"] == "viewer"
+    rows = audit_rows(settings, entity="user", entity_id=user["id"])
+    assert [r.action for r in rows] == ["create", "update"]
+    assert rows[1].actor == "root"
+    assert rows[1].before["role"] == "operator" and rows[1].after["role"] == "viewer"
+    assert "password" not in rows[0].after
+    r = client.delete(f"/api/v1/users/{user['id']}", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 204
+    assert audit_rows(settings, entity="user", entity_id=user["id"])[-1].action == "delete"
+    # The audit API shows the same trail, newest first.
+    log = client.get("/api/v1/audit", params={"entity": "user", "limit": 2}).json()
+    assert [e["action"] for e in log] == ["delete", "update"]
+
+
+def test_last_admin_cannot_be_removed(app_env):
+    _, client = app_env
+    csrf = login(client, "root")
+    me = client.get("/api/v1/me").json()["user"]
+    r = client.patch(f"/api/v1/users/{me['id']}", json={"role": "viewer"}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 409
+
+
+def test_form_login_logout_and_csrf(app_env):
+    settings, client = app_env
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    bad = client.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": "forged"})
+    assert bad.status_code == 200 and "expired" in bad.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', bad.text).group(1)  # the form was renewed
+    r = client.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": token, "next": "/"})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    home = client.get("/")
+    assert home.status_code == 200 and "olga" in home.text
+    session_csrf = re.search(r'name="csrf_token" value="([^"]+)"', home.text).group(1)
+    assert client.post("/logout", data={"csrf_token": "nope"}).status_code == 403
+    r = client.post("/logout", data={"csrf_token": session_csrf})
+    assert r.status_code == 303
+    assert client.get("/api/v1/me").status_code == 401
+    assert [row.action for row in audit_rows(settings, actor="olga")] == ["login", "logout"]
+
+
+def test_open_redirect_refused(app_env):
+    _, client = app_env
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    r = client.post(
+        "/login", data={"username": "olga", "password": PASSWORD, "csrf_token": token, "next": "//evil.example"}
+    )
+    assert r.headers["location"] == "/"
+
+
+def test_login_throttled_then_released(app_env, clock):
+    settings, client = app_env
+    for _ in range(settings.security.login_max_failures):
+        r = client.post("/api/v1/auth/login", json={"username": "olga", "password": "wrong password"})
+        assert r.status_code == 401
+    r = client.post("/api/v1/auth/login", json={"username": "olga", "password": PASSWORD})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+    assert len(audit_rows(settings, action="login_failed")) == settings.security.login_max_failures
+    clock.advance(seconds=settings.security.login_lockout_s + 1)
+    assert client.post("/api/v1/auth/login", json={"username": "olga", "password": PASSWORD}).status_code == 200
+    assert 'baywarden_login_failures_total 5.0' in client.get("/metrics").text
+
+
+def test_session_expires_with_clock(app_env, clock):
+    settings, client = app_env
+    login(client, "vic")
+    assert client.get("/api/v1/me").status_code == 200
+    clock.advance(seconds=settings.security.session_max_age_s + 1)
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_password_change_ends_sessions(app_env):
+    _, client = app_env
+    from fastapi.testclient import TestClient
+
+    other = TestClient(client.app)
+    login(other, "olga")
+    csrf = login(client, "root")
+    olga = next(u for u in client.get("/api/v1/users").json() if u["username"] == "olga")
+    r = client.patch(f"/api/v1/users/{olga['id']}", json={"password": "a brand new password"},
+                     headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200
+    assert other.get("/api/v1/me").status_code == 401
+
+
+def test_html_is_escaped(app_env):
+    _settings, client = app_env
+    r = client.get("/login", params={"error": "<script>alert(1)</script>"})
+    assert "<script>alert(1)</script>" not in r.text and "&lt;script&gt;" in r.text
+
+
+def test_readyz_reports_database(app_env, tmp_path):
+    _, client = app_env
+    assert client.get("/readyz").json()["database"] == "ok"
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from tests.foundation.helpers import make_settings as ms
+
+    broken = ms(tmp_path, "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with TestClient(create_app(broken, components=[])) as c:
+        r = c.get("/readyz")
+    assert r.status_code == 503 and r.json()["status"] == "unavailable"

@@ -1,0 +1,129 @@
+"""The console script as a user runs it: real processes, real ports."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+BAYWARDEN = [sys.executable, "-m", "baywarden.cli"]
+
+
+def run(args, cwd, env=None, input=None, timeout=60):
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("BAYWARDEN_CONFIG", None)
+    return subprocess.run(
+        BAYWARDEN + args, cwd=cwd, env=full_env, input=input, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_help_lists_every_command(tmp_path):
+    out = run(["--help"], tmp_path).stdout
+    for word in ("run", "db", "config", "user"):
+        assert word in out
+    assert "upgrade" in run(["db", "--help"], tmp_path).stdout
+    assert "--role" in run(["user", "create", "--help"], tmp_path).stdout
+
+
+def test_config_validate(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("port: 8099\ncameras:\n  - name: bay-cam\n    url: rtsp://127.0.0.1:8554/a\n")
+    r = run(["config", "validate", str(good)], tmp_path)
+    assert r.returncode == 0 and "OK (1 cameras" in r.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("port: 8099\ncameras:\n  - name: bay cam\n    url: rtsp://x/a\n")
+    r = run(["config", "validate", str(bad)], tmp_path)
+    assert r.returncode == 2
+    assert "bad.yaml:3: cameras.0.name" in r.stderr
+
+
+def test_user_create_and_db_upgrade(tmp_path):
+    r = run(["db", "upgrade"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert run(["db", "current"], tmp_path).stdout.strip() == "0001"
+    pw = "a good long password\n"
+    r = run(["user", "create", "ops", "--role", "operator", "--password-stdin"], tmp_path, input=pw)
+    assert r.returncode == 0 and "created operator ops" in r.stdout
+    r = run(["user", "create", "ops", "--password-stdin"], tmp_path, input="a good long password\n")
+    assert r.returncode == 1 and "already taken" in r.stderr
+    r = run(["user", "create", "x2", "--password-stdin"], tmp_path, input="short\n")
+    assert r.returncode == 2 and "password" in r.stderr
+    r = run(["user", "create", "x3", "--role", "god", "--password-stdin"], tmp_path, input="a good long password\n")
+    assert r.returncode == 2 and "--role" in r.stderr
+
+
+def test_broken_config_creates_nothing(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data_dir: ./state\nport: nope\n")
+    r = run(["run", "--config", str(cfg)], tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: {cfg}:2: port: Input should be a valid integer, unable to parse string as an integer"
+    ]
+    assert not (tmp_path / "state").exists()
+
+
+def test_wrong_database_url_is_one_clear_line(tmp_path):
+    env = {
+        "BAYWARDEN_DATABASE_URL": "postgresql+psycopg://app:s3cret@127.0.0.1:1/nope",
+        "BAYWARDEN_PORT": str(free_port()),
+    }
+    r = run(["run"], tmp_path, env=env)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot reach the database postgresql+psycopg://app:***@127.0.0.1:1/nope")
+    assert "s3cret" not in r.stderr
+
+
+def test_port_in_use(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run(["run"], tmp_path, env={"BAYWARDEN_PORT": str(port)})
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert not (tmp_path / "data").exists()
+
+
+def test_run_serves_and_stops_cleanly(tmp_path):
+    port = free_port()
+    env = {**os.environ, "BAYWARDEN_PORT": str(port)}
+    env.pop("BAYWARDEN_CONFIG", None)
+    proc = subprocess.Popen([*BAYWARDEN, "run"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("service did not come up")
+                time.sleep(0.3)
+        assert r.json() == {"status": "ok"}
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["database"] == "ok"
+        password = (tmp_path / "data" / "initial-admin-password.txt").read_text().strip()
+        assert oct((tmp_path / "data" / "initial-admin-password.txt").stat().st_mode)[-3:] == "600"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            assert c.post("/api/v1/auth/login", json={"username": "admin", "password": password}).status_code == 200
+            assert c.get("/api/v1/users").status_code == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean stop too.
+    assert proc.returncode in (0, -15), err
+    assert "Application shutdown complete" in err
+    # Parts stop in reverse order and the log never shows the admin password.
+    assert "stopping scheduler" in err and password not in err
+    assert (Path(tmp_path) / "data" / "baywarden.db").exists()

@@ -1,0 +1,69 @@
+"""Migrations and storage, on SQLite and on a real PostgreSQL server."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlmodel import Session, SQLModel, select
+
+from models.db import current_revision, make_engine, redact_db_url, upgrade
+from models.tables import AuditLog, Role, User
+
+
+def test_migrations_match_models_and_are_idempotent(db_url):
+    upgrade(db_url)
+    upgrade(db_url)  # a second run is a no-op
+    engine = make_engine(db_url)
+    try:
+        assert current_revision(engine) == "0001"
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+        assert diff == [], f"models and migrations disagree: {diff}"
+    finally:
+        engine.dispose()
+
+
+def test_timestamps_round_trip_as_aware_utc(db_url):
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    paris = timezone(timedelta(hours=1))
+    try:
+        with Session(engine) as db:
+            db.add(AuditLog(actor="t", action="x", entity="y", at=datetime(2026, 3, 1, 12, 0, tzinfo=paris)))
+            db.commit()
+        with Session(engine) as db:
+            row = db.exec(select(AuditLog)).one()
+        assert row.at == datetime(2026, 3, 1, 11, 0, tzinfo=UTC)
+        assert row.at.tzinfo is not None and row.at.utcoffset() == timedelta(0)
+    finally:
+        engine.dispose()
+
+
+def test_naive_datetimes_are_refused(sqlite_url):
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with Session(engine) as db:
+        db.add(AuditLog(actor="t", action="x", entity="y", at=datetime(2026, 3, 1, 12, 0)))
+        with pytest.raises(Exception, match="naive datetime"):
+            db.commit()
+    engine.dispose()
+
+
+def test_unique_username(db_url):
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as db:
+            db.add(User(username="ann", role=Role.admin, password_hash="x"))
+            db.commit()
+        with Session(engine) as db:
+            db.add(User(username="ann", role=Role.viewer, password_hash="y"))
+            with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+                db.commit()
+    finally:
+        engine.dispose()
+
+
+def test_redact_db_url():
+    assert redact_db_url("postgresql+psycopg://app:s3cret@db/x") == "postgresql+psycopg://app:***@db/x"
