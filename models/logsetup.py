@@ -12,7 +12,9 @@ FORMAT = "%(asctime)s %(levelname)-7s [%(processName)s] %(name)s: %(message)s"
 
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
 # OCPP id tokens: 1.6 "idTag": "...", 2.0.1 "idToken": {"idToken": "..."}; also key=value forms.
-_ID_TOKEN = re.compile(r'("?(?:idTag|idToken|id_token|parentIdTag)"?\s*[:=]\s*"?)([^",}\s]+)', re.IGNORECASE)
+_ID_TOKEN = re.compile(
+    r'("?(?:idTag|idToken|id_token|parentIdTag)"?\s*[:=]\s*"?)([^",{}\[\]\s]+)', re.IGNORECASE
+)
 _URL_CREDS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^/@\s:]+):([^/@\s]*)@", re.IGNORECASE)
 
 
