@@ -53,6 +53,16 @@ class AppContext:
     # Hooks other packages register to be told about new domain events (e.g. the SSE hub).
     listeners: list[Callable[[object], Awaitable[None] | None]] = field(default_factory=list)
 
+    async def publish(self, event: object) -> None:
+        """Tell in-process listeners (enforcement, live dashboard) about a stored event."""
+        for listener in list(self.listeners):
+            try:
+                result = listener(event)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("event listener failed")
+
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 

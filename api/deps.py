@@ -10,8 +10,8 @@ from fastapi import Depends, HTTPException, Request
 from sqlmodel import Session
 
 from api.context import AppContext
-from api.security import lookup_session, tokens_equal
-from models.tables import OperatorSession, Role, User
+from api.security import lookup_session, lookup_token, tokens_equal
+from models.tables import ApiToken, OperatorSession, Role, User
 
 SESSION_COOKIE = "bw_session"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -38,12 +38,17 @@ DbSession = Annotated[Session, Depends(get_db)]
 
 @dataclass
 class Principal:
-    user: User
-    session: OperatorSession
+    """Who is asking: an operator with a browser session, or a bearer token (script, edge worker)."""
+
+    name: str
+    role: Role
+    user: User | None = None
+    session: OperatorSession | None = None
+    token: ApiToken | None = None
 
     @property
-    def name(self) -> str:
-        return self.user.username
+    def csrf_token(self) -> str:
+        return self.session.csrf_token if self.session else ""
 
 
 def client_ip(request: Request) -> str:
@@ -63,6 +68,14 @@ async def _csrf_token_from(request: Request) -> str | None:
 
 
 async def current_principal(request: Request, ctx: Ctx, db: DbSession) -> Principal:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        # Bearer tokens are not sent by browsers on their own, so they need no CSRF token.
+        token = lookup_token(db, auth[7:].strip(), ctx.clock())
+        if token is None:
+            raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        request.state.principal = Principal(name=f"token:{token.name}", role=token.role, token=token)
+        return request.state.principal
     found = lookup_session(db, request.cookies.get(SESSION_COOKIE), ctx.clock())
     if found is None:
         raise LoginRequired()
@@ -71,7 +84,7 @@ async def current_principal(request: Request, ctx: Ctx, db: DbSession) -> Princi
         await _csrf_token_from(request), op_session.csrf_token
     ):
         raise HTTPException(status_code=403, detail="CSRF token missing or wrong; reload the page")
-    request.state.principal = Principal(user, op_session)
+    request.state.principal = Principal(name=user.username, role=user.role, user=user, session=op_session)
     return request.state.principal
 
 
@@ -79,7 +92,7 @@ def require(role: Role) -> Callable[..., Principal]:
     """Dependency: a logged-in operator whose role is at least `role` (admin > operator > viewer)."""
 
     async def dep(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if not principal.user.role.allows(role):
+        if not principal.role.allows(role):
             raise HTTPException(status_code=403, detail=f"needs the {role.value} role")
         return principal
 
@@ -89,3 +102,4 @@ def require(role: Role) -> Callable[..., Principal]:
 Viewer = Annotated[Principal, Depends(require(Role.viewer))]
 Operator = Annotated[Principal, Depends(require(Role.operator))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
+Device = Annotated[Principal, Depends(require(Role.device))]

@@ -11,7 +11,7 @@ from pwdlib import PasswordHash
 from sqlmodel import Session, select
 
 from models.settings import SecuritySettings
-from models.tables import LoginThrottle, OperatorSession, User
+from models.tables import ApiToken, LoginThrottle, OperatorSession, User
 
 _hasher = PasswordHash.recommended()  # argon2id
 # A real hash to verify against when the user does not exist, so timing does not reveal names.
@@ -107,3 +107,21 @@ class Throttle:
             row = session.get(LoginThrottle, key)
             if row is not None:
                 session.delete(row)
+
+
+def new_api_token() -> str:
+    return "bw_" + secrets.token_urlsafe(32)
+
+
+def lookup_token(session: Session, token: str, now: datetime) -> ApiToken | None:
+    if not token:
+        return None
+    row = session.exec(select(ApiToken).where(ApiToken.token_hash == token_hash(token))).first()
+    if row is None or row.revoked:
+        return None
+    # Record use at most once a minute so a busy edge worker does not write on every request.
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+        row.last_used_at = now
+        session.add(row)
+        session.commit()
+    return row

@@ -19,6 +19,6 @@ def make_templates() -> Jinja2Templates:
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     principal = getattr(request.state, "principal", None)
     context.setdefault("principal", principal)
-    context.setdefault("csrf_token", principal.session.csrf_token if principal else "")
+    context.setdefault("csrf_token", principal.csrf_token if principal else "")
     context.setdefault("site_name", request.app.state.ctx.settings.site_name)
     return request.app.state.templates.TemplateResponse(request, name, context, status_code=status_code)

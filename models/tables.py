@@ -25,10 +25,11 @@ class Role(StrEnum):
     admin = "admin"
     operator = "operator"
     viewer = "viewer"
+    device = "device"  # edge workers and CSMS intakes: may only post events
 
     @property
     def rank(self) -> int:
-        return {"viewer": 0, "operator": 1, "admin": 2}[self.value]
+        return {"device": -1, "viewer": 0, "operator": 1, "admin": 2}[self.value]
 
     def allows(self, needed: Role) -> bool:
         return self.rank >= needed.rank
@@ -121,3 +122,102 @@ class AuditLogPublic(SQLModel):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     ip: str
+
+
+class ApiToken(SQLModel, table=True):
+    """Bearer tokens for scripts, the CLI and edge workers; only the SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(min_length=1, max_length=64, unique=True)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    role: Role = Field(default=Role.device, sa_type=SAEnum(Role, native_enum=False, length=16, name="role"))
+    created_by: str = Field(max_length=64)
+    created_at: datetime = _ts()
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked: bool = False
+
+
+class ApiTokenPublic(SQLModel):
+    id: str
+    name: str
+    role: Role
+    created_by: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+
+
+# --- camera side ---------------------------------------------------------------------------
+
+
+class CameraBase(SQLModel):
+    name: str = Field(min_length=1, max_length=64, regex=r"^[A-Za-z0-9_.-]+$", unique=True, index=True)
+    url: str = Field(min_length=8, max_length=1000, regex=r"^(rtsps?|https?|file)://")
+    sub_url: str | None = Field(default=None, max_length=1000, regex=r"^(rtsps?|https?|file)://")
+    enabled: bool = True
+    fps: float = Field(default=5.0, gt=0, le=30)
+    zones: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class Camera(CameraBase, table=True):
+    __tablename__ = "cameras"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    source: str = Field(default="api", max_length=16)  # "config" rows are re-synced from YAML at start
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class StoredEvent(SQLModel, table=True):
+    """Durable inbox of every domain event, whichever way it came; `event_id` makes intake idempotent."""
+
+    __tablename__ = "domain_events"
+    __table_args__ = (Index("ix_domain_events_kind_at", "kind", "at"),)
+    seq: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=128, unique=True)
+    kind: str = Field(max_length=40)
+    at: datetime = Field(sa_type=UTCDateTime)
+    received_at: datetime = _ts()
+    source: str = Field(default="", max_length=64)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class PlateReadRow(SQLModel, table=True):
+    """Every plate read, accepted or rejected, with its evidence (the reads log)."""
+
+    __tablename__ = "plate_reads"
+    __table_args__ = (
+        Index("ix_plate_reads_at_id", "at", "id"),
+        Index("ix_plate_reads_plate_at", "plate", "at"),
+        Index("ix_plate_reads_camera_at", "camera", "at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime)
+    camera: str = Field(max_length=64)
+    bay_id: str | None = Field(default=None, max_length=64)
+    plate: str | None = Field(default=None, max_length=16)
+    raw_text: str = Field(default="", max_length=64)
+    confidence: float = 0.0
+    char_confidences: list[float] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    accepted: bool = True
+    reject_reason: str | None = Field(default=None, max_length=200)
+    frame_path: str | None = Field(default=None, max_length=300)
+    crop_path: str | None = Field(default=None, max_length=300)
+
+
+class Presence(SQLModel, table=True):
+    """One vehicle's stay in one bay as the camera saw it (arrival to departure)."""
+
+    __tablename__ = "presences"
+    __table_args__ = (Index("ix_presences_bay_first_seen", "bay_id", "first_seen"),)
+    id: str = Field(primary_key=True, max_length=64)
+    camera: str = Field(max_length=64)
+    bay_id: str = Field(max_length=64)
+    plate: str | None = Field(default=None, max_length=16, index=True)
+    confidence: float = 0.0
+    char_confidences: list[float] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    first_seen: datetime = Field(sa_type=UTCDateTime)
+    last_seen: datetime = Field(sa_type=UTCDateTime)
+    departed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    frame_path: str | None = Field(default=None, max_length=300)
+    crop_path: str | None = Field(default=None, max_length=300)

@@ -101,6 +101,8 @@ def login_form(
 
 
 def _end_session(ctx: AppContext, db: Session, principal: Principal, ip: str) -> None:
+    if principal.session is None or principal.user is None:
+        raise HTTPException(400, "a bearer token has no session to log out of")
     row = db.get(OperatorSession, principal.session.token_hash)
     if row is not None:
         db.delete(row)
@@ -128,6 +130,13 @@ class LoginBody(BaseModel):
 
 class LoginResult(BaseModel):
     user: UserPublic
+    csrf_token: str
+
+
+class Me(BaseModel):
+    name: str
+    role: str
+    user: UserPublic | None
     csrf_token: str
 
 
@@ -160,6 +169,7 @@ def api_logout(request: Request, ctx: Ctx, db: DbSession, principal: Viewer) -> 
     return resp
 
 
-@router.get("/api/v1/me", response_model=LoginResult)
-def me(principal: Viewer) -> LoginResult:
-    return LoginResult(user=UserPublic.model_validate(principal.user), csrf_token=principal.session.csrf_token)
+@router.get("/api/v1/me", response_model=Me)
+def me(principal: Annotated[Principal, Depends(current_principal)]) -> Me:
+    user = UserPublic.model_validate(principal.user) if principal.user else None
+    return Me(name=principal.name, role=principal.role.value, user=user, csrf_token=principal.csrf_token)

@@ -89,7 +89,7 @@ def delete_user(user_id: str, request: Request, ctx: Ctx, db: DbSession, admin: 
     user = db.get(User, user_id)
     if user is None:
         raise HTTPException(404, "no such user")
-    if user.id == admin.user.id:
+    if admin.user is not None and user.id == admin.user.id:
         raise HTTPException(409, "you cannot delete your own account")
     if user.role == Role.admin and _admins_left(db, user.id) == 0:
         raise HTTPException(409, "cannot remove the last active admin")

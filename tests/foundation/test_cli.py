@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.db import head_revision
+
 BAYWARDEN = [sys.executable, "-m", "baywarden.cli"]
 
 
@@ -50,7 +52,7 @@ def test_config_validate(tmp_path):
 def test_user_create_and_db_upgrade(tmp_path):
     r = run(["db", "upgrade"], tmp_path)
     assert r.returncode == 0, r.stderr
-    assert run(["db", "current"], tmp_path).stdout.strip() == "0001"
+    assert run(["db", "current"], tmp_path).stdout.strip() == head_revision()
     pw = "a good long password\n"
     r = run(["user", "create", "ops", "--role", "operator", "--password-stdin"], tmp_path, input=pw)
     assert r.returncode == 0 and "created operator ops" in r.stdout
