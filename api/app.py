@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.context import AppContext, Component
 from api.deps import LoginRequired
-from api.routes import audit, auth, events, health, pages, tokens, users
+from api.routes import audit, auth, cameras, events, evidence, health, pages, tokens, users
 from api.scheduler import SchedulerComponent
 from api.templating import make_templates
 from models.base import Clock, IdFactory, new_id, utcnow
@@ -64,8 +64,9 @@ def create_app(
     app.state.ctx = ctx
     app.state.templates = make_templates()
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-    for module in (health, auth, users, tokens, audit, events, pages):
+    for module in (health, auth, users, tokens, audit, events, evidence, cameras, pages):
         app.include_router(module.router)
+    app.include_router(cameras.recognition)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, _exc: LoginRequired) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import Engine
@@ -50,6 +50,8 @@ class AppContext:
     metrics: Metrics = field(default_factory=Metrics)
     components: list[Component] = field(default_factory=list)
     started: list[Component] = field(default_factory=list)
+    # Run-time control of the camera workers (None when components.cameras is off).
+    cameras: Any = None
     # Hooks other packages register to be told about new domain events (e.g. the SSE hub).
     listeners: list[Callable[[object], Awaitable[None] | None]] = field(default_factory=list)
 

@@ -16,9 +16,13 @@ app = typer.Typer(help="Baywarden: licence-plate enforcement for EV charging bay
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration files.", no_args_is_help=True)
 user_app = typer.Typer(help="Operator accounts.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens for scripts, the CLI and edge workers.", no_args_is_help=True)
+camera_app = typer.Typer(help="Cameras of the running service (needs an operator token).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.add_typer(camera_app, name="camera")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -154,6 +158,122 @@ def user_create(
     finally:
         engine.dispose()
     typer.echo(f"created {user.role.value} {user.username}")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="A name to recognise the token by, e.g. edge-gate-1.")],
+    role: Annotated[str, typer.Option(help="device (post events only), viewer, operator or admin.")] = "device",
+    config: ConfigOpt = None,
+) -> None:
+    """Create an API token and print it once (only its hash is stored)."""
+    from sqlmodel import Session
+
+    from api.routes.tokens import create_token
+    from baywarden.service import StartupError, prepare_database
+    from models.db import make_engine
+    from models.tables import Role
+
+    if role not in {r.value for r in Role}:
+        fail(f"--role must be one of {', '.join(r.value for r in Role)}, not {role!r}", 2)
+    settings = settings_from(config)
+    setup_logging("WARNING", "cli")
+    try:
+        prepare_database(settings)
+    except StartupError as exc:
+        fail(str(exc))
+    engine = make_engine(settings.db_url)
+    try:
+        with Session(engine) as db:
+            _, secret = create_token(db, name, Role(role), actor="cli")
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    typer.echo(secret)
+
+
+UrlOpt = Annotated[str | None, typer.Option(help="Service URL (default: http://HOST:PORT from the config).")]
+TokenOpt = Annotated[str | None, typer.Option(envvar="BAYWARDEN_TOKEN", help="Operator API token.")]
+
+
+def _api(config: Path | None, url: str | None, token: str | None):
+    import httpx
+
+    if not token:
+        fail("an operator token is needed: --token or BAYWARDEN_TOKEN (baywarden token create NAME --role operator)", 2)
+    if url is None:
+        settings = settings_from(config)
+        url = f"http://{settings.host}:{settings.port}"
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def _call(client, method: str, path: str):
+    import httpx
+
+    try:
+        r = client.request(method, path)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the service at {client.base_url}: {exc}")
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail")
+        except ValueError:
+            detail = r.text
+        fail(f"{r.status_code}: {detail}")
+    return r.json()
+
+
+def _print_cameras(rows: list[dict]) -> None:
+    typer.echo(f"{'NAME':<20} {'STATE':<13} {'FPS IN':>7} {'FPS PROC':>8} {'DROPPED':>8}  LAST READ")
+    for cam in rows:
+        st = cam.get("status") or {}
+        state = st.get("state") or ("enabled" if cam["enabled"] else "disabled")
+        typer.echo(
+            f"{cam['name']:<20} {state:<13} {st.get('fps_in', 0):>7.1f} {st.get('fps_processed', 0):>8.1f} "
+            f"{st.get('frames_dropped', 0):>8}  {st.get('last_read') or '-'}"
+        )
+
+
+@camera_app.command("list")
+def camera_list(config: ConfigOpt = None, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Cameras with state, fps in, fps processed, frames dropped and the last read."""
+    with _api(config, url, token) as client:
+        _print_cameras(_call(client, "GET", "/api/v1/cameras"))
+
+
+def _camera_action(action: str, name: str | None, all_: bool, config, url, token) -> None:
+    if bool(name) == all_:
+        fail("name one camera or pass --all", 2)
+    with _api(config, url, token) as client:
+        if all_:
+            _print_cameras(_call(client, "POST", f"/api/v1/recognition/{action}"))
+        else:
+            _print_cameras([_call(client, "POST", f"/api/v1/cameras/{name}/{action}")])
+
+
+@camera_app.command("start")
+def camera_start(
+    name: Annotated[str | None, typer.Argument()] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every camera.")] = False,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Start one camera's worker, or all of them."""
+    _camera_action("start", name, all_, config, url, token)
+
+
+@camera_app.command("stop")
+def camera_stop(
+    name: Annotated[str | None, typer.Argument()] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every camera (shuts down recognition).")] = False,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Stop one camera's worker, or all of them."""
+    _camera_action("stop", name, all_, config, url, token)
 
 
 def main() -> None:
