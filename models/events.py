@@ -124,6 +124,13 @@ class ConnectorAvailable(_Event):
     connector_id: int | None = None
 
 
+class ChargerConnection(_Event):
+    kind: Literal["charger_connection"] = "charger_connection"
+    charge_point_id: str
+    connected: bool
+    protocol: str | None = None
+
+
 DomainEvent = Annotated[
     PlateRead
     | VehicleArrived
@@ -135,7 +142,8 @@ DomainEvent = Annotated[
     | ChargingSuspended
     | ChargingIdle
     | TransactionEnded
-    | ConnectorAvailable,
+    | ConnectorAvailable
+    | ChargerConnection,
     Field(discriminator="kind"),
 ]
 

@@ -12,13 +12,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from models.events import (
+    CameraStateChanged,
+    ChargerConnection,
+    ChargingIdle,
+    ChargingSuspended,
+    ConnectorAvailable,
     EventEnvelope,
     PlateRead,
+    TransactionEnded,
+    TransactionStarted,
+    TransactionUpdated,
     VehicleArrived,
     VehicleDeparted,
     VehicleStillPresent,
 )
-from models.tables import PlateReadRow, Presence, StoredEvent
+from models.tables import Alert, Charger, ConnectorState, PlateReadRow, Presence, StoredEvent, Transaction
 
 
 def ingest(db: Session, envelope: EventEnvelope, *, source: str, now: datetime) -> bool:
@@ -46,7 +54,13 @@ def ingest(db: Session, envelope: EventEnvelope, *, source: str, now: datetime) 
 
 
 def _apply(db: Session, ev: object) -> None:
-    if isinstance(ev, PlateRead):
+    if _apply_charger(db, ev):
+        return
+    if isinstance(ev, CameraStateChanged):
+        if ev.state == "failed":
+            db.add(Alert(at=ev.at, kind="camera_failed", severity="critical", subject=ev.camera,
+                         title=f"Camera {ev.camera} failed", detail=ev.detail[:2000]))
+    elif isinstance(ev, PlateRead):
         db.add(
             PlateReadRow(
                 at=ev.at, camera=ev.camera, bay_id=ev.bay_id, plate=ev.plate, raw_text=ev.raw_text[:64],
@@ -76,3 +90,70 @@ def _apply(db: Session, ev: object) -> None:
         )
         row.last_seen, row.departed_at = ev.last_seen, ev.at
         db.add(row)
+
+
+def _touch_charger(db: Session, cp: str, at: datetime) -> None:
+    row = db.get(Charger, cp) or Charger(id=cp, last_seen=at)
+    row.last_seen = max(row.last_seen, at)
+    db.add(row)
+
+
+def _connector(db: Session, cp: str, evse: int | None, conn: int | None, status: str, tx: str | None,
+               at: datetime) -> None:
+    key = (cp, evse or 0, conn or 0)
+    row = db.get(ConnectorState, key) or ConnectorState(
+        charge_point_id=cp, evse_id=key[1], connector_id=key[2], status=status, updated_at=at
+    )
+    if at >= row.updated_at:  # an offline-queued older message must not overwrite a newer state
+        row.status, row.transaction_id, row.updated_at = status, tx, at
+    db.add(row)
+
+
+def _apply_charger(db: Session, ev: object) -> bool:
+    """Keep chargers, connectors and transactions current; True when `ev` was a charger event."""
+    if isinstance(ev, ChargerConnection):
+        row = db.get(Charger, ev.charge_point_id) or Charger(id=ev.charge_point_id, last_seen=ev.at)
+        row.connected, row.last_seen = ev.connected, max(row.last_seen, ev.at)
+        row.protocol = ev.protocol or row.protocol
+        db.add(row)
+        return True
+    if isinstance(ev, ConnectorAvailable):
+        _touch_charger(db, ev.charge_point_id, ev.at)
+        _connector(db, ev.charge_point_id, ev.evse_id, ev.connector_id, "Available", None, ev.at)
+        return True
+    tx_events = TransactionStarted | TransactionUpdated | ChargingSuspended | ChargingIdle | TransactionEnded
+    if not isinstance(ev, tx_events):
+        return False
+    _touch_charger(db, ev.charge_point_id, ev.at)
+    tx = db.get(Transaction, (ev.charge_point_id, ev.transaction_id))
+    if tx is None:
+        tx = Transaction(charge_point_id=ev.charge_point_id, transaction_id=ev.transaction_id, started_at=ev.at,
+                         updated_at=ev.at)
+    tx.evse_id = ev.evse_id if ev.evse_id is not None else tx.evse_id
+    tx.connector_id = ev.connector_id if ev.connector_id is not None else tx.connector_id
+    tx.updated_at = max(tx.updated_at, ev.at)
+    status = "Charging"
+    if isinstance(ev, TransactionStarted):
+        tx.started_at = min(tx.started_at, ev.at)
+        tx.id_token_hash = ev.id_token_hash or tx.id_token_hash
+        tx.charging_state = tx.charging_state or "Started"
+    elif isinstance(ev, TransactionUpdated):
+        if ev.energy_wh is not None:
+            tx.energy_wh = ev.energy_wh
+        if ev.charging_state:
+            tx.charging_state = ev.charging_state
+            if ev.charging_state == "Charging":
+                tx.idle_since = None
+        status = tx.charging_state or "Charging"
+    elif isinstance(ev, ChargingSuspended | ChargingIdle):
+        tx.charging_state = "SuspendedEV" if isinstance(ev, ChargingSuspended) else "Idle"
+        tx.idle_since = tx.idle_since or ev.at
+        status = tx.charging_state
+    elif isinstance(ev, TransactionEnded):
+        tx.ended_at, tx.end_reason = ev.at, ev.reason[:64]
+        tx.energy_wh = ev.energy_wh if ev.energy_wh is not None else tx.energy_wh
+        status = "Finishing"
+    db.add(tx)
+    active = tx.transaction_id if tx.ended_at is None else None
+    _connector(db, ev.charge_point_id, tx.evse_id, tx.connector_id, status, active, ev.at)
+    return True

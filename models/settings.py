@@ -52,6 +52,21 @@ class RelaySettings(Strict):
     max_frame_bytes: int = Field(1 << 20, ge=1024, le=16 << 20, description="Largest frame accepted.")
 
 
+class CsmsIntakeSettings(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Names the CSMS in logs and events.")
+    auth: Literal["hmac", "bearer"] = Field(
+        "hmac", description="hmac: signed body + timestamp headers; bearer: Authorization: Bearer/Token SECRET."
+    )
+    secret: SecretStr = Field(..., description="Shared secret (HMAC key or bearer token), 16+ characters.")
+    max_skew_s: int = Field(300, ge=10, le=3600, description="Oldest accepted signature timestamp (hmac).")
+
+    @model_validator(mode="after")
+    def _secret_len(self) -> CsmsIntakeSettings:
+        if len(self.secret.get_secret_value()) < 16:
+            raise ValueError("secret must be at least 16 characters")
+        return self
+
+
 class RetentionSettings(Strict):
     evidence_days: int = Field(30, ge=1, le=3650, description="Days to keep frames and plate crops.")
     reads_days: int = Field(90, ge=1, le=3650, description="Days to keep plate reads.")
@@ -72,6 +87,17 @@ class CameraSettings(Strict):
     enabled: bool = Field(True, description="Start a worker for this camera.")
     fps: float = Field(5.0, gt=0, le=30, description="Frames per second to process.")
     zones: list[BayZone] = Field(default_factory=list, description="Bay polygons seen by this camera.")
+
+
+class AnprSettings(Strict):
+    detector: Literal["onnx", "ultralytics"] = Field("onnx", description="Plate detector backend.")
+    detector_path: Path | None = Field(None, description="Detector model; default: the committed ONNX file.")
+    ocr: Literal["rapidocr", "easyocr"] = Field("rapidocr", description="OCR backend (rapidocr measured best).")
+    formats: str = Field("eu", min_length=1, description="Plate format set(s), comma-separated (e.g. eu,uk).")
+    det_conf: float = Field(0.25, gt=0, lt=1, description="Minimum detector score.")
+    text_proposals: Literal["fallback", "always", "off"] = Field(
+        "fallback", description="Use the OCR text detector on the whole frame when the plate detector misses."
+    )
 
 
 class Settings(BaseSettings):
@@ -97,7 +123,11 @@ class Settings(BaseSettings):
     components: ComponentSettings = Field(default_factory=ComponentSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    anpr: AnprSettings = Field(default_factory=AnprSettings)
     cameras: list[CameraSettings] = Field(default_factory=list)
+    csms_intakes: list[CsmsIntakeSettings] = Field(
+        default_factory=list, description="CSMSs allowed to post events to /api/v1/csms/events and OCPI."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

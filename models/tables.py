@@ -221,3 +221,78 @@ class Presence(SQLModel, table=True):
     departed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     frame_path: str | None = Field(default=None, max_length=300)
     crop_path: str | None = Field(default=None, max_length=300)
+
+
+# --- charger side --------------------------------------------------------------------------
+
+
+class Charger(SQLModel, table=True):
+    __tablename__ = "chargers"
+    id: str = Field(primary_key=True, max_length=64)  # the charge point id
+    connected: bool = False
+    protocol: str | None = Field(default=None, max_length=32)
+    last_seen: datetime = Field(sa_type=UTCDateTime)
+
+
+class ConnectorState(SQLModel, table=True):
+    """Last known state of one connector; evse_id/connector_id 0 stand for "not given"."""
+
+    __tablename__ = "connector_states"
+    charge_point_id: str = Field(primary_key=True, max_length=64)
+    evse_id: int = Field(default=0, primary_key=True)
+    connector_id: int = Field(default=0, primary_key=True)
+    status: str = Field(max_length=32)
+    transaction_id: str | None = Field(default=None, max_length=64)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Transaction(SQLModel, table=True):
+    """A charging transaction, keyed by (charge point, transaction id): ids repeat across chargers."""
+
+    __tablename__ = "transactions"
+    __table_args__ = (Index("ix_transactions_active", "ended_at", "charge_point_id"),)
+    charge_point_id: str = Field(primary_key=True, max_length=64)
+    transaction_id: str = Field(primary_key=True, max_length=64)
+    evse_id: int | None = None
+    connector_id: int | None = None
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    charging_state: str | None = Field(default=None, max_length=32)
+    idle_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    energy_wh: float | None = None
+    id_token_hash: str | None = Field(default=None, max_length=128)
+    end_reason: str = Field(default="", max_length=64)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class IntakeReceipt(SQLModel, table=True):
+    """Request-level idempotency and replay protection for CSMS intakes."""
+
+    __tablename__ = "intake_receipts"
+    key: str = Field(primary_key=True, max_length=200)  # "<csms>:id:<event id>" or "<csms>:sig:<hash>"
+    received_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class OcpiSessionRow(SQLModel, table=True):
+    """Last merged OCPI Session per (country, party, id), so PATCHes can be applied to it."""
+
+    __tablename__ = "ocpi_sessions"
+    key: str = Field(primary_key=True, max_length=120)
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Alert(SQLModel, table=True):
+    """Something an operator must see: a camera failed, a blacklisted vehicle, an upstream down."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_open", "acknowledged_at", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime)
+    kind: str = Field(max_length=40)  # camera_failed, blacklist, relay_upstream_down, ...
+    severity: str = Field(default="warning", max_length=16)  # info, warning, critical
+    title: str = Field(max_length=200)
+    detail: str = Field(default="", max_length=2000)
+    subject: str = Field(default="", max_length=128)  # camera name, plate, charger id
+    acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    acknowledged_by: str | None = Field(default=None, max_length=64)

@@ -1,0 +1,237 @@
+"""CSMS intake (signed webhooks, OCPI 2.2.1 sessions) and the charger state read API.
+
+Each CSMS is configured in `csms_intakes` with `auth: hmac` or `auth: bearer`:
+
+* hmac: headers `X-Baywarden-CSMS: <name>`, `X-Baywarden-Timestamp: <unix seconds>` and
+  `X-Baywarden-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>`. A timestamp
+  older than `max_skew_s` is refused (401), and so is the same signature a second time (409).
+* bearer: `Authorization: Bearer <secret>` (OCPI's `Authorization: Token <secret>` too).
+
+A request whose event id was already stored answers 200 with `duplicate: true` and stores nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from api.deps import Ctx, DbSession, Viewer
+from models.events import EventEnvelope
+from models.eventstore import ingest
+from models.settings import CsmsIntakeSettings
+from models.tables import Charger, ConnectorState, IntakeReceipt, OcpiSessionRow, Transaction
+from ocpp_link.intake import IntakeError, citrine_events, ocpi_session, own_event, parse_body
+
+router = APIRouter(tags=["csms"])
+MAX_BODY = 256 * 1024
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": 'Bearer realm="csms"'})
+
+
+def authenticate_csms(request: Request, body: bytes, intakes: list[CsmsIntakeSettings], db: Session,
+                      now: datetime) -> CsmsIntakeSettings:
+    auth = request.headers.get("authorization", "")
+    scheme, _, secret = auth.partition(" ")
+    if scheme.lower() in ("bearer", "token") and secret:
+        for intake in intakes:
+            if intake.auth == "bearer" and hmac.compare_digest(secret.strip(), intake.secret.get_secret_value()):
+                return intake
+        raise _unauthorized("unknown CSMS token")
+    name = request.headers.get("x-baywarden-csms")
+    if not name:
+        raise _unauthorized("unsigned request: send X-Baywarden-CSMS, -Timestamp and -Signature, or a bearer token")
+    intake = next((i for i in intakes if i.name == name and i.auth == "hmac"), None)
+    if intake is None:
+        raise _unauthorized(f"no HMAC intake named {name!r} is configured")
+    ts_raw = request.headers.get("x-baywarden-timestamp", "")
+    sig = request.headers.get("x-baywarden-signature", "").removeprefix("sha256=")
+    if not ts_raw.isdigit() or not sig:
+        raise _unauthorized("missing X-Baywarden-Timestamp or X-Baywarden-Signature")
+    if abs(now.timestamp() - int(ts_raw)) > intake.max_skew_s:
+        raise _unauthorized("stale or future timestamp: sign each request when you send it")
+    expected = hmac.new(intake.secret.get_secret_value().encode(), ts_raw.encode() + b"." + body, hashlib.sha256)
+    if not hmac.compare_digest(expected.hexdigest(), sig.lower()):
+        raise _unauthorized("bad signature")
+    key = f"{intake.name}:sig:{hashlib.sha256(sig.encode()).hexdigest()[:40]}"
+    if db.get(IntakeReceipt, key) is not None:
+        raise HTTPException(409, "replayed request: this signature was already used")
+    db.add(IntakeReceipt(key=key, received_at=now))
+    return intake
+
+
+async def _read_body(request: Request) -> bytes:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise HTTPException(413, f"body larger than {MAX_BODY} bytes")
+    return body
+
+
+def _seen(db: Session, key: str, now: datetime) -> bool:
+    if db.get(IntakeReceipt, key) is not None:
+        return True
+    db.add(IntakeReceipt(key=key, received_at=now))
+    return False
+
+
+async def _store(ctx: Any, db: Session, source: str, base_id: str, events: list[Any], now: datetime) -> int:
+    envelopes = [EventEnvelope(event_id=f"{source}:{base_id}:{i}", event=ev) for i, ev in enumerate(events)]
+    stored = sum(ingest(db, env, source=source, now=now) for env in envelopes)
+    db.commit()
+    for env in envelopes:
+        await ctx.publish(env)
+    return stored
+
+
+class IntakeResult(BaseModel):
+    duplicate: bool
+    events: int
+
+
+@router.post("/api/v1/csms/events", response_model=IntakeResult)
+async def csms_event(request: Request, ctx: Ctx, db: DbSession) -> IntakeResult:
+    """A CitrineOS-style raw-frame webhook or one event in our own JSON form (see module docs)."""
+    now = ctx.clock()
+    body = await _read_body(request)
+    intake = authenticate_csms(request, body, ctx.settings.csms_intakes, db, now)
+    try:
+        form, parsed = parse_body(body)
+        if form == "own":
+            event_id, event = own_event(parsed)
+            events = [event]
+        else:
+            event_id = str(parsed.get("id", ""))
+            if not event_id:
+                raise IntakeError("id: required")
+    except IntakeError as exc:
+        db.rollback()
+        raise HTTPException(422, str(exc)) from None
+    source = f"csms:{intake.name}"
+    if _seen(db, f"{intake.name}:id:{event_id}"[:200], now):
+        db.commit()  # keep the signature receipt: a replay of this request stays refused
+        return IntakeResult(duplicate=True, events=0)
+    if form == "citrine":
+        try:
+            _, events = citrine_events(parsed, ctx.intake_decoder(), now)
+        except IntakeError as exc:
+            db.rollback()
+            raise HTTPException(422, str(exc)) from None
+    return IntakeResult(duplicate=False, events=await _store(ctx, db, source, event_id, events, now))
+
+
+def _ocpi(data: Any = None, status: int = 1000, message: str = "Success", http: int = 200, now=None) -> JSONResponse:
+    body = {"status_code": status, "status_message": message, "timestamp": (now or datetime.now()).isoformat()}
+    if data is not None:
+        body["data"] = data
+    return JSONResponse(body, status_code=http)
+
+
+async def _ocpi_session(request: Request, ctx: Any, db: Session, cc: str, party: str, session_id: str,
+                        partial: bool) -> JSONResponse:
+    now = ctx.clock()
+    body = await _read_body(request)
+    intake = authenticate_csms(request, body, ctx.settings.csms_intakes, db, now)
+    if len(cc) != 2 or len(party) != 3 or not session_id or len(session_id) > 36:
+        return _ocpi(status=2001, message="bad country_code, party_id or session_id", http=400, now=now)
+    key = f"{intake.name}:{cc.upper()}:{party.upper()}:{session_id}"
+    row = db.get(OcpiSessionRow, key)
+    try:
+        import json
+
+        event_id, events, merged = ocpi_session(json.loads(body or b"null"), session_id, partial=partial,
+                                                known=row.data if row else None)
+    except (IntakeError, ValueError) as exc:
+        db.rollback()
+        return _ocpi(status=2001, message=str(exc), http=400, now=now)
+    if _seen(db, f"{intake.name}:id:{key}:{event_id}"[:200], now):
+        db.commit()
+        return _ocpi(now=now)
+    row = row or OcpiSessionRow(key=key, data={}, updated_at=now)
+    row.data, row.updated_at = merged, now
+    db.add(row)
+    await _store(ctx, db, f"ocpi:{intake.name}", f"{key}:{event_id}", events, now)
+    return _ocpi(now=now)
+
+
+@router.put("/ocpi/2.2.1/sessions/{cc}/{party}/{session_id}", include_in_schema=True)
+async def ocpi_put(cc: str, party: str, session_id: str, request: Request, ctx: Ctx, db: DbSession) -> JSONResponse:
+    return await _ocpi_session(request, ctx, db, cc, party, session_id, partial=False)
+
+
+@router.patch("/ocpi/2.2.1/sessions/{cc}/{party}/{session_id}", include_in_schema=True)
+async def ocpi_patch(cc: str, party: str, session_id: str, request: Request, ctx: Ctx, db: DbSession) -> JSONResponse:
+    return await _ocpi_session(request, ctx, db, cc, party, session_id, partial=True)
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+class ConnectorOut(BaseModel):
+    evse_id: int
+    connector_id: int
+    status: str
+    transaction_id: str | None
+    updated_at: datetime
+
+
+class TransactionOut(BaseModel):
+    charge_point_id: str
+    transaction_id: str
+    evse_id: int | None
+    connector_id: int | None
+    started_at: datetime
+    ended_at: datetime | None
+    charging_state: str | None
+    idle_since: datetime | None
+    energy_wh: float | None
+
+
+class ChargerOut(BaseModel):
+    id: str
+    connected: bool
+    protocol: str | None
+    last_seen: datetime
+    connectors: list[ConnectorOut]
+    active_transactions: list[TransactionOut]
+
+
+@router.get("/api/v1/chargers", response_model=list[ChargerOut])
+def list_chargers(db: DbSession, _: Viewer) -> list[ChargerOut]:
+    chargers = list(db.exec(select(Charger).order_by(Charger.id)))
+    connectors = list(db.exec(select(ConnectorState)))
+    active = list(db.exec(select(Transaction).where(Transaction.ended_at == None)))  # noqa: E711
+    out = []
+    for ch in chargers:
+        out.append(ChargerOut(
+            id=ch.id, connected=ch.connected, protocol=ch.protocol, last_seen=ch.last_seen,
+            connectors=[ConnectorOut.model_validate(c, from_attributes=True) for c in connectors
+                        if c.charge_point_id == ch.id],
+            active_transactions=[TransactionOut.model_validate(t, from_attributes=True) for t in active
+                                 if t.charge_point_id == ch.id],
+        ))
+    return out
+
+
+@router.get("/api/v1/transactions", response_model=list[TransactionOut])
+def list_transactions(
+    db: DbSession, _: Viewer, active: bool | None = None, charge_point_id: str | None = None,
+    since: datetime | None = None, limit: int = 100,
+) -> list[Transaction]:
+    q = select(Transaction).order_by(Transaction.started_at.desc()).limit(max(1, min(limit, 500)))  # type: ignore[attr-defined]
+    if active is True:
+        q = q.where(Transaction.ended_at == None)  # noqa: E711
+    elif active is False:
+        q = q.where(Transaction.ended_at != None)  # noqa: E711
+    if charge_point_id:
+        q = q.where(Transaction.charge_point_id == charge_point_id)
+    if since:
+        q = q.where(Transaction.started_at >= since - timedelta(0))
+    return list(db.exec(q))

@@ -1,0 +1,159 @@
+"""CSMS intake through the real app: signatures, replays, idempotency, the three body forms, state."""
+
+import hashlib
+import hmac
+import json
+
+import pytest
+from sqlmodel import Session, select
+
+from models.db import make_engine
+from models.tables import Role, StoredEvent
+from tests.foundation.helpers import add_user, client_for, login, make_settings
+
+SECRET = "a-very-long-shared-secret"
+TOKEN = "ocpi-token-0123456789"
+
+
+@pytest.fixture
+def env(tmp_path, db_url, clock):
+    settings = make_settings(
+        tmp_path, db_url,
+        csms_intakes=[{"name": "citrine", "auth": "hmac", "secret": SECRET},
+                      {"name": "hub", "auth": "bearer", "secret": TOKEN}],
+    )
+    client = client_for(settings, clock=clock)
+    add_user(settings, "vic", Role.viewer)
+    with client:
+        yield settings, client, clock
+
+
+def signed(clock, body: bytes, ts: int | None = None, secret: str = SECRET) -> dict:
+    ts = int(clock().timestamp()) if ts is None else ts
+    sig = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-Baywarden-CSMS": "citrine", "X-Baywarden-Timestamp": str(ts), "X-Baywarden-Signature": f"sha256={sig}",
+            "Content-Type": "application/json"}
+
+
+def post(client, clock, obj, **kw):
+    body = json.dumps(obj).encode()
+    return client.post("/api/v1/csms/events", content=body, headers=signed(clock, body, **kw))
+
+
+def stored(settings):
+    engine = make_engine(settings.db_url)
+    with Session(engine) as db:
+        rows = list(db.exec(select(StoredEvent).order_by(StoredEvent.seq)))
+    engine.dispose()
+    return rows
+
+
+def own(event_id, type_, **extra):
+    return {"event_id": event_id, "type": type_, "at": "2026-11-02T09:00:00Z", "charge_point_id": "CP1",
+            "transaction_id": "77", "evse_id": 1, "connector_id": 1, **extra}
+
+
+def test_signature_rules(env):
+    settings, client, clock = env
+    body = json.dumps(own("e1", "transaction_started")).encode()
+    r = client.post("/api/v1/csms/events", content=body)
+    assert r.status_code == 401 and "unsigned" in r.json()["detail"]
+    bad = signed(clock, body)
+    bad["X-Baywarden-Signature"] = "sha256=" + "0" * 64
+    assert client.post("/api/v1/csms/events", content=body, headers=bad).json()["detail"] == "bad signature"
+    stale = signed(clock, body, ts=int(clock().timestamp()) - 3600)
+    assert "stale" in client.post("/api/v1/csms/events", content=body, headers=stale).json()["detail"]
+    wrong_key = signed(clock, body, secret="x" * 20)
+    assert client.post("/api/v1/csms/events", content=body, headers=wrong_key).status_code == 401
+    assert stored(settings) == []
+    good = signed(clock, body)
+    assert client.post("/api/v1/csms/events", content=body, headers=good).json() == {"duplicate": False, "events": 1}
+    r = client.post("/api/v1/csms/events", content=body, headers=good)  # the very same request again
+    assert r.status_code == 409 and "replayed" in r.json()["detail"]
+    clock.advance(seconds=2)  # a new, correctly signed request carrying the same event id
+    assert post(client, clock, own("e1", "transaction_started")).json() == {"duplicate": True, "events": 0}
+    assert len(stored(settings)) == 1
+
+
+def test_own_form_builds_transaction_state(env):
+    settings, client, clock = env
+    assert post(client, clock, own("e1", "transaction_started", id_token="04AABBCC")).status_code == 200
+    clock.advance(seconds=1)
+    r = post(client, clock, own("e2", "transaction_updated", charging_state="Charging", energy_wh=1500))
+    assert r.status_code == 200
+    clock.advance(seconds=1)
+    assert post(client, clock, own("e3", "charging_idle", at="2026-11-02T10:00:00Z")).status_code == 200
+    login(client, "vic")
+    (cp,) = client.get("/api/v1/chargers").json()
+    assert cp["id"] == "CP1"
+    (tx,) = cp["active_transactions"]
+    assert tx["transaction_id"] == "77" and tx["charging_state"] == "Idle" and tx["energy_wh"] == 1500
+    assert tx["idle_since"].startswith("2026-11-02T10:00:00")
+    assert cp["connectors"][0]["status"] == "Idle"
+    # The raw id token is never stored, only its hash.
+    assert "04AABBCC" not in json.dumps([e.payload for e in stored(settings)])
+    clock.advance(seconds=1)
+    post(client, clock, own("e4", "transaction_ended", at="2026-11-02T10:30:00Z", reason="EVDisconnected"))
+    assert client.get("/api/v1/transactions", params={"active": True}).json() == []
+    assert client.get("/api/v1/transactions").json()[0]["ended_at"].startswith("2026-11-02T10:30")
+
+
+def test_bad_bodies_store_nothing(env):
+    settings, client, clock = env
+    for obj in ({"hello": 1}, own("e9", "teleport"), own("e9", "transaction_started", at="2026-11-02T09:00:00"),
+                [1, 2]):
+        r = post(client, clock, obj)
+        assert r.status_code == 422, obj
+        clock.advance(seconds=1)
+    body = b"{not json"
+    assert client.post("/api/v1/csms/events", content=body, headers=signed(clock, body)).status_code == 422
+    big = b" " * (300 * 1024)
+    assert client.post("/api/v1/csms/events", content=big, headers=signed(clock, big)).status_code == 413
+    assert stored(settings) == []
+
+
+def test_citrine_frames_go_through_the_decoder(env):
+    settings, client, clock = env
+    req = [2, "m-1", "StartTransaction", {"connectorId": 1, "idTag": "TAG1", "meterStart": 0,
+                                           "timestamp": "2026-11-02T09:00:00Z"}]
+    conf = [3, "m-1", {"transactionId": 4242, "idTagInfo": {"status": "Accepted"}}]
+    r1 = post(client, clock, {"id": "c1", "stationId": "CP7", "origin": "cs", "message": req})
+    assert r1.json() == {"duplicate": False, "events": 0}  # the id is only known from the answer
+    clock.advance(seconds=1)
+    r2 = post(client, clock, {"id": "c2", "stationId": "CP7", "origin": "csms", "message": json.dumps(conf)})
+    assert r2.json() == {"duplicate": False, "events": 1}
+    (ev,) = [e for e in stored(settings) if e.kind == "transaction_started"]
+    assert ev.payload["charge_point_id"] == "CP7" and ev.payload["transaction_id"] == "4242"
+    assert "TAG1" not in json.dumps(ev.payload)
+    clock.advance(seconds=1)
+    r3 = post(client, clock, {"id": "c3", "stationId": "CP7", "origin": "cs", "message": "not a frame"})
+    assert r3.status_code == 200 and r3.json()["events"] == 0  # tolerated and counted by the decoder
+
+
+def ocpi(client, method, sid, body, token=TOKEN):
+    return client.request(method, f"/ocpi/2.2.1/sessions/NL/ABC/{sid}", content=json.dumps(body),
+                          headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})
+
+
+def test_ocpi_sessions(env):
+    settings, client, clock = env
+    session = {"country_code": "NL", "party_id": "ABC", "id": "S1", "start_date_time": "2026-11-02T09:00:00Z",
+               "kwh": 0, "evse_uid": "EVSE-9", "connector_id": "2", "status": "ACTIVE", "currency": "EUR",
+               "last_updated": "2026-11-02T09:00:00Z"}
+    assert ocpi(client, "PUT", "S1", session, token="wrong-token-123456").status_code == 401
+    r = ocpi(client, "PUT", "S1", session)
+    assert r.status_code == 200 and r.json()["status_code"] == 1000
+    assert ocpi(client, "PUT", "S1", session).json()["status_code"] == 1000  # same version: idempotent
+    r = ocpi(client, "PATCH", "S1", {"kwh": 12.5, "last_updated": "2026-11-02T09:30:00Z"})
+    assert r.status_code == 200
+    r = ocpi(client, "PATCH", "S1", {"status": "COMPLETED", "end_date_time": "2026-11-02T10:00:00Z", "kwh": 20,
+                                      "last_updated": "2026-11-02T10:00:00Z"})
+    assert r.status_code == 200
+    kinds = [e.kind for e in stored(settings)]
+    assert kinds == ["transaction_started", "transaction_updated", "transaction_ended"]
+    ended = stored(settings)[-1].payload
+    assert ended["charge_point_id"] == "EVSE-9" and ended["connector_id"] == 2 and ended["energy_wh"] == 20000
+    r = ocpi(client, "PATCH", "S404", {"kwh": 1, "last_updated": "2026-11-02T10:00:00Z"})
+    assert r.status_code == 400 and r.json()["status_code"] == 2001
+    r = ocpi(client, "PUT", "S2", {"id": "S2", "status": "ACTIVE"})
+    assert r.status_code == 400 and "required" in r.json()["status_message"]
