@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.context import AppContext, Component
 from api.deps import LoginRequired
-from api.routes import audit, auth, cameras, events, evidence, health, pages, tokens, users
+from api.routes import alerts, audit, auth, cameras, csms, events, evidence, health, pages, tokens, users
 from api.scheduler import SchedulerComponent
 from api.templating import make_templates
 from models.base import Clock, IdFactory, new_id, utcnow
@@ -37,6 +37,15 @@ def build_context(
         components = []
         if settings.components.scheduler:
             components.append(SchedulerComponent(ctx))
+        if settings.components.cameras:
+            from anpr.factory import RecognizerSpec
+            from api.camera_control import CameraComponent
+
+            components.append(CameraComponent(ctx, RecognizerSpec.from_settings(settings.anpr)))
+        if settings.components.relay:
+            from api.relay_control import RelayComponent
+
+            components.append(RelayComponent(ctx))
     ctx.components = components
     return ctx
 
@@ -64,7 +73,7 @@ def create_app(
     app.state.ctx = ctx
     app.state.templates = make_templates()
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-    for module in (health, auth, users, tokens, audit, events, evidence, cameras, pages):
+    for module in (health, auth, users, tokens, audit, alerts, events, evidence, cameras, csms, pages):
         app.include_router(module.router)
     app.include_router(cameras.recognition)
 

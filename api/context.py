@@ -41,6 +41,33 @@ class Metrics:
         self.component_up = Gauge("baywarden_component_up", "1 when a part is running", ["component"], registry=r)
 
 
+class _PartsCollector:
+    """Prometheus samples read from the running parts at scrape time (relay counters, cameras)."""
+
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        for comp in list(self.ctx.started):
+            relay = getattr(comp, "relay", None)
+            if relay is not None and hasattr(relay, "metrics"):
+                for name, value in relay.metrics().items():
+                    yield GaugeMetricFamily(name, f"OCPP relay {name}", value=value)
+                yield GaugeMetricFamily("baywarden_ocpp_events_lost_total", "Charger events not stored",
+                                        value=getattr(comp, "lost", 0))
+        cams = self.ctx.cameras
+        if cams is not None:
+            fps = GaugeMetricFamily("baywarden_camera_fps_processed", "Frames processed per second", labels=["camera"])
+            dropped = GaugeMetricFamily("baywarden_camera_frames_dropped", "Frames dropped", labels=["camera"])
+            for st in cams.status():
+                fps.add_metric([st["name"]], st["fps_processed"])
+                dropped.add_metric([st["name"]], st["frames_dropped"])
+            yield fps
+            yield dropped
+
+
 @dataclass
 class AppContext:
     settings: Settings
@@ -52,8 +79,20 @@ class AppContext:
     started: list[Component] = field(default_factory=list)
     # Run-time control of the camera workers (None when components.cameras is off).
     cameras: Any = None
+    _intake_decoder: Any = None
     # Hooks other packages register to be told about new domain events (e.g. the SSE hub).
     listeners: list[Callable[[object], Awaitable[None] | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.metrics.registry.register(_PartsCollector(self))  # type: ignore[arg-type]
+
+    def intake_decoder(self) -> Any:
+        """The OCPP decoder for frames posted by CSMSs (its pairing state lives in memory)."""
+        if self._intake_decoder is None:
+            from ocpp_link.decoder import OcppDecoder
+
+            self._intake_decoder = OcppDecoder()
+        return self._intake_decoder
 
     async def publish(self, event: object) -> None:
         """Tell in-process listeners (enforcement, live dashboard) about a stored event."""

@@ -11,7 +11,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlmodel import delete
 
 from api.context import AppContext
-from models.tables import AuditLog, LoginThrottle, OperatorSession
+from models.tables import (
+    AuditLog,
+    IntakeReceipt,
+    LoginThrottle,
+    OperatorSession,
+    PlateReadRow,
+    Presence,
+    StoredEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +35,23 @@ def purge_expired(ctx: AppContext) -> dict[str, int]:
             delete(LoginThrottle).where(LoginThrottle.window_started_at < stale)
             .where((LoginThrottle.locked_until == None) | (LoginThrottle.locked_until < now))  # noqa: E711
         ).rowcount
-        cutoff = now - timedelta(days=ctx.settings.retention.audit_days)
+        retention = ctx.settings.retention
+        cutoff = now - timedelta(days=retention.audit_days)
         counts["audit"] = db.exec(delete(AuditLog).where(AuditLog.at < cutoff)).rowcount
+        reads_cutoff = now - timedelta(days=retention.reads_days)
+        counts["reads"] = db.exec(delete(PlateReadRow).where(PlateReadRow.at < reads_cutoff)).rowcount
+        counts["presences"] = db.exec(
+            delete(Presence).where(Presence.departed_at != None).where(Presence.departed_at < reads_cutoff)  # noqa: E711
+        ).rowcount
+        counts["events"] = db.exec(delete(StoredEvent).where(StoredEvent.at < reads_cutoff)).rowcount
+        # Receipts only guard against replays inside the signature window; two days is ample.
+        counts["receipts"] = db.exec(
+            delete(IntakeReceipt).where(IntakeReceipt.received_at < now - timedelta(days=2))
+        ).rowcount
         db.commit()
+    from anpr.evidence import purge_older_than
+
+    counts["evidence_files"] = purge_older_than(ctx.settings.evidence_dir, retention.evidence_days, now)
     if any(counts.values()):
         log.info("retention purge: %s", counts)
     return counts

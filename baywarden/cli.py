@@ -23,6 +23,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(camera_app, name="camera")
+anpr_app = typer.Typer(help="Plate detection and reading: training and evaluation.", no_args_is_help=True)
+app.add_typer(anpr_app, name="anpr")
+sim_app = typer.Typer(help="Simulators for demos and tests.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -274,6 +278,102 @@ def camera_stop(
 ) -> None:
     """Stop one camera's worker, or all of them."""
     _camera_action("stop", name, all_, config, url, token)
+
+
+@app.command()
+def worker(
+    camera: Annotated[str, typer.Option(help="Camera name from the config file's cameras list.")],
+    central: Annotated[str, typer.Option(help="Central service URL, e.g. https://baywarden.example:8080.")],
+    token: Annotated[str, typer.Option(envvar="BAYWARDEN_TOKEN", help="Device token (baywarden token create).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Run one camera's worker on this machine and post its events to the central service.
+
+    Events are spooled on disk first (data_dir/edge-spool.db), so a centre that is briefly down
+    loses nothing: they are sent, in order, once it answers again.
+    """
+    import signal
+    import threading
+
+    from anpr.factory import RecognizerSpec
+    from anpr.forwarder import EventForwarder
+    from anpr.supervisor import CameraSupervisor
+
+    settings = settings_from(config)
+    setup_logging(settings.log_level, f"edge-{camera}")
+    cam = next((c for c in settings.cameras if c.name == camera), None)
+    if cam is None:
+        known = ", ".join(c.name for c in settings.cameras) or "none"
+        fail(f"no camera named {camera!r} in the config (known: {known})", 2)
+    if not central.startswith(("http://", "https://")):
+        fail("--central must be an http:// or https:// URL", 2)
+    forwarder = EventForwarder(central, token, settings.data_dir / "edge-spool.db", settings.evidence_dir)
+    spec = RecognizerSpec.from_settings(settings.anpr)
+    supervisor = CameraSupervisor([cam.model_copy(update={"enabled": True})], spec, forwarder, settings.evidence_dir)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    forwarder.start()
+    supervisor.start()
+    typer.echo(f"camera {camera} running; forwarding to {central} ({len(forwarder.spool)} events spooled)", err=True)
+    done.wait()
+    supervisor.stop()
+    forwarder.stop()
+    typer.echo(f"stopped; {len(forwarder.spool)} events left in the spool for the next start", err=True)
+
+
+@anpr_app.command("train-detector")
+def anpr_train_detector(
+    data: Annotated[list[Path], typer.Option("--data", help="Dataset folder with YOLO train.txt/val.txt; repeat.")],
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Epochs (ignored when --hours is given).")] = 30,
+    hours: Annotated[float | None, typer.Option(min=0.05, help="Train for this long instead (schedule fits).")] = None,
+    imgsz: Annotated[int, typer.Option(min=160, max=1280, help="Training image size (multiple of 32).")] = 512,
+    out: Annotated[Path, typer.Option(help="Run folder (weights, logs).")] = Path("runs/detector"),
+    arch: Annotated[str, typer.Option(help="Ultralytics model yaml to start from.")] = "yolo11n.yaml",
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt.")] = False,
+) -> None:
+    """Train the plate detector on CPU with ultralytics and export it to anpr/weights/plate_detector.onnx."""
+    try:
+        from anpr.train import TrainOptions, train_detector
+    except ImportError:
+        fail("training needs the optional extras: pip install -e '.[ultralytics,torch]'")
+    for d in data:
+        if not (d / "train.txt").is_file():
+            fail(f"{d}: no train.txt (expected a YOLO export as in ../shared/datasets)", 2)
+    setup_logging("INFO", "train")
+    opts = TrainOptions(datasets=tuple(data), out_dir=out, epochs=epochs, imgsz=imgsz, hours=hours, arch=arch,
+                        resume=resume)
+    typer.echo(f"exported {train_detector(opts)}")
+
+
+@sim_app.command("chargepoint")
+def sim_chargepoint(
+    url: Annotated[str, typer.Option(help="Relay or CSMS URL, e.g. ws://127.0.0.1:9000/ocpp.")],
+    id: Annotated[str, typer.Option("--id", help="Charge point id.")] = "CP1",
+    version: Annotated[str, typer.Option(help="1.6 or 2.0.1.")] = "1.6",
+    scenario: Annotated[str, typer.Option(help="plug-charge-idle-leave")] = "plug-charge-idle-leave",
+    step_delay: Annotated[float, typer.Option(min=0.0, help="Seconds between steps.")] = 1.0,
+    password: Annotated[str | None, typer.Option(help="Basic-auth password (security profile 1).")] = None,
+) -> None:
+    """Play a charge point scenario over OCPP-J (built on the `ocpp` package)."""
+    import asyncio
+
+    from ocpp_link.simulator import SCENARIOS, run_scenario
+
+    if version not in ("1.6", "2.0.1"):
+        fail("--version must be 1.6 or 2.0.1", 2)
+    if scenario not in SCENARIOS:
+        fail(f"--scenario must be one of {', '.join(SCENARIOS)}", 2)
+    if not url.startswith(("ws://", "wss://")):
+        fail("--url must be a ws:// or wss:// URL", 2)
+    setup_logging("INFO", f"sim-{id}")
+    try:
+        asyncio.run(run_scenario(url, id, version, scenario, step_delay, password=password))
+    except (OSError, ConnectionError) as exc:
+        fail(f"cannot talk to {url}: {exc}")
+    except Exception as exc:  # the CSMS refused or broke off: say so in one line
+        fail(f"scenario stopped: {type(exc).__name__}: {exc}")
+    typer.echo(f"{id}: scenario {scenario} done")
 
 
 def main() -> None:

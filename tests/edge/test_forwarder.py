@@ -1,53 +1,19 @@
 """Edge worker -> centre: events and evidence survive a centre that goes away and comes back."""
 
-import socket
-import threading
 import time
 from datetime import UTC, datetime
 
 import pytest
-import uvicorn
 from sqlmodel import Session, select
 
 from anpr.forwarder import EventForwarder
-from api.app import create_app
 from api.routes.tokens import create_token
 from models.db import make_engine, upgrade
 from models.events import Evidence, VehicleArrived
 from models.tables import Presence, Role, StoredEvent
-from tests.foundation.helpers import make_settings
+from tests.foundation.helpers import LiveServer, free_port, make_settings
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 200 + b"\xff\xd9"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Central:
-    """The real service on a real port, started and stopped at will."""
-
-    def __init__(self, settings):
-        self.settings = settings
-        self.server = None
-        self.thread = None
-
-    def start(self):
-        config = uvicorn.Config(create_app(self.settings, components=[]), host="127.0.0.1",
-                                port=self.settings.port, log_config=None, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "central did not start"
-            time.sleep(0.05)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 def arrival(i: int) -> VehicleArrived:
@@ -66,11 +32,9 @@ def central(tmp_path):
     with Session(engine) as db:
         _, secret = create_token(db, "edge-gate", Role.device, actor="test")
     engine.dispose()
-    c = Central(settings)
-    c.start()
+    c = LiveServer(settings).start()
     yield c, secret
-    if c.server and not c.server.should_exit:
-        c.stop()
+    c.stop()
 
 
 def stored(settings):

@@ -40,3 +40,48 @@ def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
     r = client.post("/api/v1/auth/login", json={"username": username, "password": password})
     assert r.status_code == 200, r.text
     return r.json()["csrf_token"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The real app on a real port in a thread (for SSE, edge workers and other real clients)."""
+
+    def __init__(self, settings: Settings, **app_kw: object):
+        self.settings = settings
+        self.app_kw = {"components": [], **app_kw}
+        self.server = None
+        self.thread = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}"
+
+    def start(self) -> LiveServer:
+        import threading
+        import time
+
+        import uvicorn
+
+        config = uvicorn.Config(create_app(self.settings, **self.app_kw), host="127.0.0.1",
+                                port=self.settings.port, log_config=None, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            assert self.thread.is_alive(), "server thread died"
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None and not self.server.should_exit:
+            self.server.should_exit = True
+            self.thread.join(15)

@@ -1,0 +1,38 @@
+"""Building the configured recogniser inside a worker process (the spec pickles; models do not)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from anpr.types import Recognizer
+from models.settings import AnprSettings
+
+
+@dataclass(frozen=True)
+class RecognizerSpec:
+    """A picklable recipe for the recogniser: the supervisor sends it to each spawned worker."""
+
+    detector: str = "onnx"
+    detector_path: Path | None = None
+    ocr: str = "rapidocr"
+    formats: str = "eu"
+    det_conf: float = 0.25
+    text_proposals: str = "fallback"
+
+    @classmethod
+    def from_settings(cls, s: AnprSettings) -> RecognizerSpec:
+        return cls(s.detector, s.detector_path, s.ocr, s.formats, s.det_conf, s.text_proposals)
+
+    def __call__(self) -> Recognizer:
+        from anpr.detector import make_detector
+        from anpr.ocr import make_ocr
+        from anpr.recognizer import PlateRecognizer
+
+        return PlateRecognizer(
+            detector=make_detector(self.detector, self.detector_path),
+            ocr=make_ocr(self.ocr),
+            formats=self.formats,
+            det_conf=self.det_conf,
+            text_proposals=self.text_proposals,
+        )
