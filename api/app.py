@@ -35,8 +35,16 @@ def build_context(
     ctx = AppContext(settings=settings, engine=make_engine(settings.db_url), clock=clock, ids=ids)
     if components is None:
         components = []
-        if settings.components.scheduler:
-            components.append(SchedulerComponent(ctx))
+        scheduler = SchedulerComponent(ctx) if settings.components.scheduler else None
+        if scheduler is not None:
+            components.append(scheduler)
+        if settings.components.enforcement:
+            from api.enforcement_control import EnforcementComponent
+
+            engine_part = EnforcementComponent(ctx)
+            components.append(engine_part)
+            if scheduler is not None:
+                scheduler.add_job("enforcement-sweep", engine_part.request_sweep, settings.enforcement.sweep_every_s)
         if settings.components.cameras:
             from anpr.factory import RecognizerSpec
             from api.camera_control import CameraComponent

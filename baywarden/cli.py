@@ -101,12 +101,19 @@ def db_current(config: ConfigOpt = None) -> None:
 @config_app.command("validate")
 def config_validate(file: Annotated[Path, typer.Argument(help="YAML file to check.")]) -> None:
     """Check a config file; each error names the field and the line."""
+    from enforcement.service import check_rules
+
     try:
         settings = load_settings(file)
     except ConfigError as exc:
         for line in exc.lines:
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
+    problems = check_rules(settings.enforcement)
+    for line in problems:
+        typer.echo(f"error: {file}: {line}", err=True)
+    if problems:
+        raise typer.Exit(2)
     typer.echo(f"{file}: OK ({len(settings.cameras)} cameras, env={settings.env})")
 
 

@@ -78,7 +78,11 @@ def serve(settings: Settings, migrate: bool = True) -> None:
     import uvicorn
 
     from api.app import create_app
+    from enforcement.service import check_rules
 
+    problems = check_rules(settings.enforcement)
+    if problems:
+        raise StartupError("; ".join(problems))
     check_port_free(settings.host, settings.port)
     prepare_database(settings, migrate=migrate)
     created = ensure_first_admin(settings)

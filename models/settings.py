@@ -35,6 +35,7 @@ class ComponentSettings(Strict):
     api: bool = Field(True, description="Serve the HTTP API and dashboard.")
     scheduler: bool = Field(True, description="Run the periodic jobs (timers sweep, retention, outbox).")
     cameras: bool = Field(True, description="Run the camera supervisor (one worker per enabled camera).")
+    enforcement: bool = Field(True, description="Run the enforcement engine (needs the scheduler for timers).")
     relay: bool = Field(False, description="Run the OCPP relay between charge points and the CSMS.")
 
 
@@ -89,6 +90,23 @@ class CameraSettings(Strict):
     zones: list[BayZone] = Field(default_factory=list, description="Bay polygons seen by this camera.")
 
 
+class BaySettings(Strict):
+    bay_id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Matches a camera zone's bay_id.")
+    kind: Literal["bay", "access"] = Field("bay", description="access: a gate that admits whitelisted cars.")
+    charge_point_id: str | None = Field(None, max_length=64, description="Charger of this bay's outlet.")
+    evse_id: int | None = Field(None, ge=0, description="EVSE id (OCPP 2.0.1).")
+    connector_id: int | None = Field(None, ge=0, description="Connector id (OCPP 1.6, or within the EVSE).")
+    rules: dict[str, Any] = Field(default_factory=dict, description="Overrides of the site rules for this bay.")
+
+
+class EnforcementSettings(Strict):
+    rules: dict[str, Any] = Field(
+        default_factory=dict, description="Site rules (see enforcement/rules.py: Rules); validated at start."
+    )
+    bays: list[BaySettings] = Field(default_factory=list, description="Bays joined to their chargers.")
+    sweep_every_s: int = Field(2, ge=1, le=60, description="How often due timers are fed to the core.")
+
+
 class AnprSettings(Strict):
     detector: Literal["onnx", "ultralytics"] = Field("onnx", description="Plate detector backend.")
     detector_path: Path | None = Field(None, description="Detector model; default: the committed ONNX file.")
@@ -124,6 +142,7 @@ class Settings(BaseSettings):
     relay: RelaySettings = Field(default_factory=RelaySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     anpr: AnprSettings = Field(default_factory=AnprSettings)
+    enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
     cameras: list[CameraSettings] = Field(default_factory=list)
     csms_intakes: list[CsmsIntakeSettings] = Field(
         default_factory=list, description="CSMSs allowed to post events to /api/v1/csms/events and OCPI."

@@ -296,3 +296,108 @@ class Alert(SQLModel, table=True):
     subject: str = Field(default="", max_length=128)  # camera name, plate, charger id
     acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     acknowledged_by: str | None = Field(default=None, max_length=64)
+
+
+# --- enforcement ---------------------------------------------------------------------------
+
+
+class BayStateRow(SQLModel, table=True):
+    """The enforcement core's state of one bay (JSON of `enforcement.decide.BayState`)."""
+
+    __tablename__ = "bay_states"
+    bay_id: str = Field(primary_key=True, max_length=64)
+    state: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    version: int = 0
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class VisitRow(SQLModel, table=True):
+    """One car's visit to one bay: the timeline operators and drivers see (read model)."""
+
+    __tablename__ = "visits"
+    __table_args__ = (Index("ix_visits_bay_arrived", "bay_id", "arrived_at"), Index("ix_visits_open", "departed_at"))
+    visit_id: str = Field(primary_key=True, max_length=160)
+    bay_id: str = Field(max_length=64)
+    plate: str | None = Field(default=None, max_length=16, index=True)
+    plate_confidence: float = 0.0
+    arrived_at: datetime = Field(sa_type=UTCDateTime)
+    departed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    close_reason: str | None = Field(default=None, max_length=64)
+    charge_point_id: str | None = Field(default=None, max_length=64)
+    transaction_id: str | None = Field(default=None, max_length=64)
+    exempt: bool = False
+    blacklisted: bool = False
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # full Visit snapshot
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class TimerRow(SQLModel, table=True):
+    """Durable dwell timers; the scheduler's sweep feeds due ones back into the core."""
+
+    __tablename__ = "timers"
+    __table_args__ = (Index("ix_timers_due", "state", "due_at"),)
+    timer_id: str = Field(primary_key=True, max_length=220)
+    bay_id: str = Field(max_length=64)
+    visit_id: str = Field(max_length=160)
+    kind: str = Field(max_length=32)
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    state: str = Field(default="pending", max_length=16)  # pending, done
+
+
+class Penalty(SQLModel, table=True):
+    """A violation and its lifecycle: violation -> pending_review -> notice_issued -> paid/waived/disputed."""
+
+    __tablename__ = "penalties"
+    __table_args__ = (Index("ix_penalties_state", "state", "updated_at"),)
+    violation_id: str = Field(primary_key=True, max_length=200)
+    visit_id: str = Field(max_length=160, index=True)
+    bay_id: str = Field(max_length=64)
+    kind: str = Field(max_length=32)
+    plate: str | None = Field(default=None, max_length=16, index=True)
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    minutes: int | None = None
+    amount: str = Field(default="0", max_length=20)  # Decimal as text: exact on every database
+    currency: str = Field(default="EUR", max_length=3)
+    state: str = Field(default="violation", max_length=20)
+    needs_review: bool = False
+    review_reason: str | None = Field(default=None, max_length=200)
+    note: str = Field(default="", max_length=2000)  # dispute or waiver reason
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class ListEntry(SQLModel, table=True):
+    """Whitelist (exempt) and blacklist (alert) entries."""
+
+    __tablename__ = "list_entries"
+    __table_args__ = (Index("ix_list_entries_list_plate", "list", "plate"),)
+    id: int | None = Field(default=None, primary_key=True)
+    list: str = Field(max_length=8)  # white, black
+    plate: str = Field(max_length=16)
+    owner: str = Field(default="", max_length=200)
+    reason: str = Field(default="", max_length=500)
+    priority: int = Field(default=5, ge=0, le=9)
+    valid_from: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    valid_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_by: str = Field(default="", max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Vehicle(SQLModel, table=True):
+    """Registered vehicles: who to notify about a plate."""
+
+    __tablename__ = "vehicles"
+    plate: str = Field(primary_key=True, max_length=16)
+    owner_name: str = Field(default="", max_length=200)
+    email: str | None = Field(default=None, max_length=254)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class ConsumerCursor(SQLModel, table=True):
+    """How far a consumer of the event inbox has read (the enforcement engine)."""
+
+    __tablename__ = "consumer_cursors"
+    name: str = Field(primary_key=True, max_length=64)
+    seq: int = 0
+    updated_at: datetime = Field(sa_type=UTCDateTime)

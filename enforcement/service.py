@@ -1,0 +1,385 @@
+"""The enforcement service: routes events to bays, runs `decide`, applies the actions in ONE database
+transaction together with the new bay state. A crash anywhere leaves either all of it or none, and
+since `decide` is deterministic and idempotent, re-delivering the event afterwards is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, func, select
+
+from enforcement.decide import (
+    BayState,
+    CloseVisit,
+    DecideContext,
+    FinalisePenalty,
+    OpenVisit,
+    Overstay,
+    RaiseAlert,
+    RaiseViolation,
+    SendWarning,
+    TimerDue,
+    Visit,
+    decide,
+    unknown_bay_alert,
+)
+from enforcement.lists import BlacklistEntry, WhitelistEntry, normalise_plate
+from enforcement.rules import Rules, resolve_rules
+from models.base import Clock
+from models.events import (
+    CameraStateChanged,
+    ChargingIdle,
+    ChargingSuspended,
+    ConnectorAvailable,
+    TransactionEnded,
+    TransactionStarted,
+    TransactionUpdated,
+    VehicleArrived,
+    VehicleDeparted,
+    VehicleStillPresent,
+)
+from models.settings import BaySettings, EnforcementSettings
+from models.tables import Alert, BayStateRow, ListEntry, Penalty, TimerRow, Vehicle, VisitRow
+
+log = logging.getLogger(__name__)
+
+CAMERA_EVENTS = (VehicleArrived, VehicleStillPresent, VehicleDeparted)
+CHARGER_EVENTS = (
+    TransactionStarted,
+    TransactionUpdated,
+    ChargingSuspended,
+    ChargingIdle,
+    TransactionEnded,
+    ConnectorAvailable,
+)
+ALERT_SEVERITY = {"blacklist": "critical", "return_ban": "warning", "camera_down": "warning", "unknown_bay": "info"}
+
+# Called inside the transaction for what must reach people: (db, kind, payload). The notification
+# outbox hooks in here, so a message is enqueued exactly when its penalty or alert is stored.
+Notifier = Callable[[Session, str, dict[str, Any]], None]
+
+
+def check_rules(cfg: EnforcementSettings) -> list[str]:
+    """Problems in the configured site and bay rules, one line each (for `config validate` and start)."""
+    from pydantic import ValidationError
+
+    problems = []
+    try:
+        site = Rules.model_validate(cfg.rules)
+    except ValidationError as exc:
+        return [f"enforcement.rules.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    seen = set()
+    for i, bay in enumerate(cfg.bays):
+        if bay.bay_id in seen:
+            problems.append(f"enforcement.bays.{i}.bay_id: {bay.bay_id!r} is configured twice")
+        seen.add(bay.bay_id)
+        try:
+            resolve_rules(site, bay.rules)
+        except (ValidationError, ValueError) as exc:
+            problems.append(f"enforcement.bays.{i}.rules: {exc}".splitlines()[0])
+    return problems
+
+
+class EnforcementService:
+    def __init__(
+        self,
+        engine: Engine,
+        cfg: EnforcementSettings,
+        camera_zones: dict[str, list[str]],
+        clock: Clock,
+        notify: Notifier | None = None,
+    ):
+        self.engine = engine
+        self.cfg = cfg
+        self.site_rules = Rules.model_validate(cfg.rules)
+        self.bays: dict[str, BaySettings] = {b.bay_id: b for b in cfg.bays}
+        self.rules = {b.bay_id: resolve_rules(self.site_rules, b.rules) for b in cfg.bays}
+        # camera name -> bays it watches (from the cameras' zones)
+        self.camera_bays = camera_zones
+        self.clock = clock
+        self.notify = notify
+        self.handled = 0
+
+    # --- routing ----------------------------------------------------------------------------
+
+    def _initial(self, bay_id: str) -> BayState:
+        bay = self.bays[bay_id]
+        cams = tuple(sorted(c for c, bays in self.camera_bays.items() if bay_id in bays))
+        return BayState(
+            bay_id=bay_id,
+            kind=bay.kind,
+            charge_point_id=bay.charge_point_id,
+            evse_id=bay.evse_id,
+            connector_id=bay.connector_id,
+            cameras=cams,
+        )
+
+    def _targets(self, db: Session, event: Any) -> list[str]:
+        if isinstance(event, CAMERA_EVENTS):
+            return [event.bay_id]
+        if isinstance(event, CameraStateChanged):
+            return sorted(b for b in self.camera_bays.get(event.camera, []) if b in self.bays)
+        if isinstance(event, CHARGER_EVENTS):
+            return [
+                b
+                for b in self.bays
+                if self._initial(b).owns_evse(event.charge_point_id, event.evse_id, event.connector_id)
+            ]
+        if isinstance(event, TimerDue):
+            row = db.get(TimerRow, event.timer_id)
+            return [row.bay_id] if row is not None else []
+        return []
+
+    # --- the one transaction ----------------------------------------------------------------
+
+    def handle(self, event: Any, now: datetime | None = None) -> int:
+        """Apply one event to every bay it concerns; return how many actions were applied."""
+        now = now or self.clock()
+        applied = 0
+        with Session(self.engine, expire_on_commit=False) as db:
+            targets = self._targets(db, event)
+            if isinstance(event, CAMERA_EVENTS) and event.bay_id not in self.bays:
+                self._unknown_bay(db, event, now)
+                db.commit()
+                return 1
+            for bay_id in targets:
+                applied += self._decide_one(db, bay_id, event, now)
+            db.commit()
+        self.handled += 1
+        return applied
+
+    def _decide_one(self, db: Session, bay_id: str, event: Any, now: datetime) -> int:
+        q = select(BayStateRow).where(BayStateRow.bay_id == bay_id).with_for_update()
+        row = db.exec(q).first()
+        state = BayState.model_validate(row.state) if row else self._initial(bay_id)
+        decision = decide(state, event, now, self._context(db, bay_id, now))
+        for action in decision.actions:
+            self._apply(db, bay_id, action, now)
+        new = decision.new_state
+        self._sync_visit(db, new.visit, now)
+        self._sync_timers(db, bay_id, new, now)
+        row = row or BayStateRow(bay_id=bay_id, state={}, updated_at=now)
+        row.state, row.version, row.updated_at = new.model_dump(mode="json"), row.version + 1, now
+        db.add(row)
+        return len(decision.actions)
+
+    def _context(self, db: Session, bay_id: str, now: datetime) -> DecideContext:
+        rules = self.rules[bay_id]
+        white, black = [], []
+        for e in db.exec(select(ListEntry)):
+            if e.list == "white":
+                white.append(
+                    WhitelistEntry(
+                        plate=e.plate,
+                        owner=e.owner,
+                        reason=e.reason,
+                        valid_from=e.valid_from,
+                        valid_until=e.valid_until,
+                    )
+                )
+            else:
+                black.append(BlacklistEntry(plate=e.plate, reason=e.reason, priority=e.priority))
+        known = tuple(db.exec(select(Vehicle.plate)))
+        open_visits = db.exec(select(func.count()).select_from(VisitRow).where(VisitRow.departed_at == None)).one()  # noqa: E711
+        occupancy = 100.0 * open_visits / len(self.bays) if self.bays else None
+        ban_h = max((r.return_ban_hours for r in self.rules.values()), default=0)
+        overstays: list[Overstay] = []
+        if ban_h:
+            since = now - timedelta(hours=ban_h)
+            q = select(Penalty).where(Penalty.kind.in_(("idle", "overstay"))).where(Penalty.ended_at >= since)  # type: ignore[attr-defined]
+            for p in db.exec(q):
+                if p.plate and p.ended_at and p.state not in ("waived", "voided"):
+                    until = p.ended_at + timedelta(hours=self.rules.get(p.bay_id, rules).return_ban_hours)
+                    overstays.append(
+                        Overstay(
+                            plate=p.plate,
+                            visit_id=p.visit_id,
+                            bay_id=p.bay_id,
+                            ended_at=p.ended_at,
+                            until=until,
+                            needs_review=p.needs_review,
+                        )
+                    )
+        return DecideContext(
+            rules=rules,
+            whitelist=tuple(white),
+            blacklist=tuple(black),
+            known_plates=known,
+            occupancy_pct=min(occupancy, 100.0) if occupancy is not None else None,
+            recent_overstays=tuple(overstays),
+        )
+
+    # --- applying actions -------------------------------------------------------------------
+
+    def _apply(self, db: Session, bay_id: str, action: Any, now: datetime) -> None:
+        if isinstance(action, OpenVisit | CloseVisit):
+            self._sync_visit(db, action.visit, now)
+        elif isinstance(action, RaiseAlert):
+            self._alert(db, action)
+        elif isinstance(action, SendWarning):
+            if self.notify:
+                self.notify(db, "penalty_warning", {"bay_id": bay_id, **action.model_dump(mode="json")})
+        elif isinstance(action, RaiseViolation):
+            p = db.get(Penalty, action.violation_id)
+            if p is None:
+                p = Penalty(
+                    violation_id=action.violation_id,
+                    visit_id=action.visit_id,
+                    bay_id=bay_id,
+                    kind=action.kind,
+                    plate=action.plate,
+                    started_at=action.started_at,
+                    amount=str(action.amount_so_far),
+                    currency=action.currency,
+                    needs_review=action.needs_review,
+                    review_reason=action.review_reason,
+                    created_at=now,
+                    updated_at=now,
+                )
+                db.add(p)
+        elif isinstance(action, FinalisePenalty):
+            self._finalise(db, bay_id, action, now)
+        # LinkTransaction, AppendTimeline, Schedule/CancelTimer are carried by the state sync below.
+
+    def _finalise(self, db: Session, bay_id: str, a: FinalisePenalty, now: datetime) -> None:
+        p = db.get(Penalty, a.violation_id) or Penalty(
+            violation_id=a.violation_id,
+            visit_id=a.visit_id,
+            bay_id=bay_id,
+            kind=a.kind,
+            plate=a.plate,
+            started_at=a.started_at,
+            created_at=now,
+            updated_at=now,
+        )
+        if p.state not in ("violation",):
+            return  # already finalised (a replay): never doubled
+        p.ended_at, p.minutes, p.amount, p.currency = a.ended_at, a.minutes, str(a.amount), a.currency
+        p.needs_review, p.review_reason, p.updated_at = a.needs_review, a.review_reason, now
+        rules = self.rules[bay_id]
+        if a.voided:
+            p.state = "voided"
+        elif a.amount <= Decimal(0):
+            p.state = "no_charge"
+        elif a.needs_review or rules.require_review or a.plate is None:
+            p.state = "pending_review"
+        else:
+            p.state = "notice_issued"
+        db.add(p)
+        if p.state == "notice_issued" and self.notify:
+            self.notify(db, "penalty_notice", {"bay_id": bay_id, **a.model_dump(mode="json")})
+
+    def _alert(self, db: Session, a: RaiseAlert) -> None:
+        title = {
+            "blacklist": f"Blacklisted vehicle {a.plate or '?'} at bay {a.bay_id}",
+            "return_ban": f"{a.plate or '?'} returned to bay {a.bay_id} during a return ban",
+            "camera_down": f"Bay {a.bay_id} is not watched: camera down",
+            "unknown_bay": f"Camera reports unknown bay {a.bay_id}",
+        }.get(a.kind, f"{a.kind} at bay {a.bay_id}")
+        alert = Alert(
+            at=a.at,
+            kind=a.kind,
+            severity=ALERT_SEVERITY.get(a.kind, "warning"),
+            title=title,
+            detail=a.detail[:2000],
+            subject=a.plate or a.bay_id or "",
+        )
+        db.add(alert)
+        if self.notify:
+            self.notify(db, "operator_alert", {"title": title, **a.model_dump(mode="json")})
+
+    def _unknown_bay(self, db: Session, event: Any, now: datetime) -> None:
+        # One alert per unknown bay and hour, not one per heartbeat.
+        recent = db.exec(
+            select(Alert)
+            .where(Alert.kind == "unknown_bay")
+            .where(Alert.subject == event.bay_id)
+            .where(Alert.at >= now - timedelta(hours=1))
+        ).first()
+        if recent is None:
+            a = unknown_bay_alert(event)
+            db.add(
+                Alert(
+                    at=a.at,
+                    kind="unknown_bay",
+                    severity="info",
+                    title=f"Camera reports unknown bay {a.bay_id}",
+                    detail=a.detail,
+                    subject=event.bay_id,
+                )
+            )
+
+    def _sync_visit(self, db: Session, visit: Visit | None, now: datetime) -> None:
+        if visit is None:
+            return
+        row = db.get(VisitRow, visit.visit_id) or VisitRow(
+            visit_id=visit.visit_id, bay_id=visit.bay_id, arrived_at=visit.arrived_at, data={}, updated_at=now
+        )
+        row.plate, row.plate_confidence = visit.plate, visit.plate_confidence
+        row.arrived_at, row.departed_at, row.close_reason = visit.arrived_at, visit.departed_at, visit.close_reason
+        row.charge_point_id = visit.tx.charge_point_id if visit.tx else None
+        row.transaction_id = visit.tx.transaction_id if visit.tx else None
+        row.exempt, row.blacklisted = visit.exempt, visit.blacklisted
+        row.data, row.updated_at = visit.model_dump(mode="json"), now
+        db.add(row)
+
+    def _sync_timers(self, db: Session, bay_id: str, state: BayState, now: datetime) -> None:
+        wanted = {t.timer_id: t for t in state.timers}
+        for row in db.exec(select(TimerRow).where(TimerRow.bay_id == bay_id).where(TimerRow.state == "pending")):
+            if row.timer_id not in wanted:
+                row.state = "done"  # fired or cancelled inside decide
+                db.add(row)
+        for t in wanted.values():
+            row = db.get(TimerRow, t.timer_id)
+            if row is None:
+                db.add(TimerRow(timer_id=t.timer_id, bay_id=bay_id, visit_id=t.visit_id, kind=t.kind, due_at=t.due_at))
+            elif row.state != "pending":
+                row.state = "pending"
+                db.add(row)
+
+    # --- the sweep --------------------------------------------------------------------------
+
+    def due_timers(self, now: datetime, limit: int = 500) -> list[TimerDue]:
+        with Session(self.engine) as db:
+            q = (
+                select(TimerRow)
+                .where(TimerRow.state == "pending")
+                .where(TimerRow.due_at <= now)
+                .order_by(TimerRow.due_at)
+                .limit(limit)
+            )
+            return [
+                TimerDue(timer_id=r.timer_id, kind=r.kind, visit_id=r.visit_id, due_at=r.due_at)  # type: ignore[arg-type]
+                for r in db.exec(q)
+            ]
+
+    def sweep(self, now: datetime | None = None) -> int:
+        """Feed every due timer back into the core (timers that fell due while we were down, too)."""
+        now = now or self.clock()
+        fed = 0
+        for due in self.due_timers(now):
+            try:
+                self.handle(due, now)
+                fed += 1
+            except Exception:
+                log.exception("timer %s failed", due.timer_id)
+        return fed
+
+
+def camera_zones(cameras: Iterable[Any]) -> dict[str, list[str]]:
+    """camera name -> the bay ids of its zones (cameras as settings or DB rows)."""
+    out: dict[str, list[str]] = {}
+    for cam in cameras:
+        zones = cam.zones
+        out[cam.name] = [z["bay_id"] if isinstance(z, dict) else z.bay_id for z in zones]
+    return out
+
+
+def plate_key(plate: str | None) -> str | None:
+    return normalise_plate(plate) or None
