@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.context import AppContext, Component
 from api.deps import LoginRequired
-from api.routes import alerts, audit, auth, cameras, csms, events, evidence, health, pages, tokens, users
+from api.routes import alerts, audit, auth, cameras, csms, enforcement, events, evidence, health, pages, tokens, users
 from api.scheduler import SchedulerComponent
 from api.templating import make_templates
 from models.base import Clock, IdFactory, new_id, utcnow
@@ -81,7 +81,7 @@ def create_app(
     app.state.ctx = ctx
     app.state.templates = make_templates()
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-    for module in (health, auth, users, tokens, audit, alerts, events, evidence, cameras, csms, pages):
+    for module in (health, auth, users, tokens, audit, alerts, events, evidence, cameras, csms, enforcement, pages):
         app.include_router(module.router)
     app.include_router(cameras.recognition)
 
