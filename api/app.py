@@ -15,7 +15,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.context import AppContext, Component
 from api.deps import LoginRequired
-from api.routes import alerts, audit, auth, cameras, csms, enforcement, events, evidence, health, pages, tokens, users
+from api.routes import (
+    alerts,
+    audit,
+    auth,
+    cameras,
+    csms,
+    driver,
+    enforcement,
+    events,
+    evidence,
+    health,
+    outbox,
+    pages,
+    tokens,
+    users,
+)
 from api.scheduler import SchedulerComponent
 from api.templating import make_templates
 from models.base import Clock, IdFactory, new_id, utcnow
@@ -33,6 +48,9 @@ def build_context(
     components: list[Component] | None = None,
 ) -> AppContext:
     ctx = AppContext(settings=settings, engine=make_engine(settings.db_url), clock=clock, ids=ids)
+    from api.notify import Notifier, OutboxDispatcher
+
+    ctx.notify = Notifier(ctx)
     if components is None:
         components = []
         scheduler = SchedulerComponent(ctx) if settings.components.scheduler else None
@@ -41,10 +59,12 @@ def build_context(
         if settings.components.enforcement:
             from api.enforcement_control import EnforcementComponent
 
-            engine_part = EnforcementComponent(ctx)
+            engine_part = EnforcementComponent(ctx, notify=ctx.notify)
             components.append(engine_part)
             if scheduler is not None:
                 scheduler.add_job("enforcement-sweep", engine_part.request_sweep, settings.enforcement.sweep_every_s)
+        if scheduler is not None:
+            scheduler.add_job("outbox", OutboxDispatcher(ctx), settings.notifications.dispatch_every_s)
         if settings.components.cameras:
             from anpr.factory import RecognizerSpec
             from api.camera_control import CameraComponent
@@ -81,7 +101,8 @@ def create_app(
     app.state.ctx = ctx
     app.state.templates = make_templates()
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-    for module in (health, auth, users, tokens, audit, alerts, events, evidence, cameras, csms, enforcement, pages):
+    for module in (health, auth, users, tokens, audit, alerts, events, evidence, cameras, csms, enforcement, outbox,
+                   driver, pages):
         app.include_router(module.router)
     app.include_router(cameras.recognition)
 

@@ -80,6 +80,8 @@ class AppContext:
     # Run-time control of the camera workers (None when components.cameras is off).
     cameras: Any = None
     _intake_decoder: Any = None
+    # Enqueues notifications inside the caller's transaction (api.notify.Notifier).
+    notify: Any = None
     # Hooks other packages register to be told about new domain events (e.g. the SSE hub).
     listeners: list[Callable[[object], Awaitable[None] | None]] = field(default_factory=list)
 

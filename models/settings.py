@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_SECRET = "change-me-in-production"
@@ -90,6 +90,41 @@ class CameraSettings(Strict):
     zones: list[BayZone] = Field(default_factory=list, description="Bay polygons seen by this camera.")
 
 
+class MailSettings(Strict):
+    """Outgoing mail server. `security`: none (port 25, plain), starttls (usually 587) or ssl (usually 465)."""
+
+    host: str = Field(..., min_length=1, max_length=253, description="SMTP server host name or address.")
+    port: int = Field(587, ge=1, le=65535, description="SMTP server port.")
+    security: Literal["none", "starttls", "ssl"] = Field("starttls", description="Transport security.")
+    username: str | None = Field(None, min_length=1, max_length=254, description="Login name; none: no AUTH.")
+    password: SecretStr | None = Field(None, description="Login password.")
+    from_address: EmailStr = Field(..., description="Envelope and header sender address.")
+    from_name: str = Field("Baywarden", max_length=200, description="Display name of the sender.")
+    timeout_s: float = Field(30.0, gt=0, le=300, description="Socket timeout for every SMTP step.")
+    verify_tls: bool = Field(True, description="Verify the server certificate and host name.")
+    ca_file: Path | None = Field(None, description="PEM bundle to trust instead of the system store.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MailSettings:
+        if self.password is not None and self.username is None:
+            raise ValueError("password given without username")
+        if self.username is not None and self.security == "none":
+            raise ValueError("a login needs security starttls or ssl: the password would cross the network in clear")
+        return self
+
+
+class NotificationSettings(Strict):
+    public_url: str = Field("http://127.0.0.1:8080", pattern=r"^https?://", description="Base of driver links.")
+    driver_link_days: int = Field(30, ge=1, le=365, description="How long a notice's driver link works.")
+    webhook_url: str | None = Field(None, pattern=r"^https?://", description="Operator app backend to notify.")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC key for the webhook signature.")
+    vapid_private_key: SecretStr | None = Field(None, description="Web Push VAPID private key (PEM or base64url).")
+    vapid_public_key: str | None = Field(None, description="Its public key (base64url), given to browsers.")
+    vapid_email: str = Field("mailto:operator@example.org", description="VAPID contact claim.")
+    dispatch_every_s: int = Field(5, ge=1, le=300, description="How often the outbox is sent.")
+    operator_alert_emails: bool = Field(True, description="E-mail alerts to operators and admins with an address.")
+
+
 class BaySettings(Strict):
     bay_id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Matches a camera zone's bay_id.")
     kind: Literal["bay", "access"] = Field("bay", description="access: a gate that admits whitelisted cars.")
@@ -143,6 +178,8 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     anpr: AnprSettings = Field(default_factory=AnprSettings)
     enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
+    mail: MailSettings | None = Field(None, description="Outgoing mail server; no e-mail is sent without it.")
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     cameras: list[CameraSettings] = Field(default_factory=list)
     csms_intakes: list[CsmsIntakeSettings] = Field(
         default_factory=list, description="CSMSs allowed to post events to /api/v1/csms/events and OCPI."

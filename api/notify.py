@@ -1,0 +1,174 @@
+"""Turning enforcement outcomes into outbox messages, and sending the outbox on a schedule.
+
+The enforcement service calls `Notifier` inside its transaction, so a notice is enqueued exactly
+when its penalty is stored (and never twice: idempotency keys derive from the penalty or visit).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlmodel import Session, select
+
+from api.context import AppContext
+from enforcement.outbox import enqueue
+from models.outbox import PushSubscription
+from models.tables import Role, User, Vehicle
+
+log = logging.getLogger(__name__)
+RULE_TEXT = {
+    "idle": "Idle fee: the car stayed connected after charging finished, beyond the grace period",
+    "overstay": "Maximum stay exceeded",
+    "no_charging": "Parked in an EV charging bay without charging",
+    "return_ban": "Returned within the ban period after an overstay",
+}
+
+
+def driver_serializer(ctx: AppContext) -> URLSafeTimedSerializer:
+    clock = ctx.clock
+
+    class _Signer(TimestampSigner):
+        # Link age follows the service clock (injected), not the machine's, so tests control it.
+        def get_timestamp(self) -> int:
+            return int(clock().timestamp())
+
+    return URLSafeTimedSerializer(ctx.settings.security.secret_key.get_secret_value(), salt="driver-notice",
+                                  signer=_Signer)
+
+
+def driver_url(ctx: AppContext, violation_id: str) -> str:
+    token = driver_serializer(ctx).dumps(violation_id)
+    return f"{ctx.settings.notifications.public_url.rstrip('/')}/notice/{token}"
+
+
+def read_driver_token(ctx: AppContext, token: str) -> str | None:
+    """The violation id a driver link names, or None when it is forged or expired."""
+    max_age = ctx.settings.notifications.driver_link_days * 86400
+    try:
+        return driver_serializer(ctx).loads(token, max_age=max_age)
+    except (BadSignature, SignatureExpired):
+        return None
+
+
+def _money(v: Any) -> str:
+    return f"{Decimal(str(v)):.2f}"
+
+
+class Notifier:
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+
+    def __call__(self, db: Session, kind: str, payload: dict[str, Any]) -> None:
+        try:
+            getattr(self, f"_{kind}")(db, payload)
+        except ValueError:
+            # A message that can never be built (bad address...) must not roll back the penalty.
+            log.exception("could not enqueue %s notification", kind)
+
+    def _driver_targets(self, db: Session, plate: str | None) -> tuple[str | None, list[PushSubscription]]:
+        if not plate:
+            return None, []
+        vehicle = db.get(Vehicle, plate)
+        subs = list(db.exec(select(PushSubscription).where(PushSubscription.owner == plate)
+                            .where(PushSubscription.expired_at == None)))  # noqa: E711
+        return (vehicle.email if vehicle else None), subs
+
+    def _send_driver(self, db: Session, key: str, plate: str | None, template: str, subject: str,
+                     context: dict[str, Any], attachments: list[str]) -> None:
+        email, subs = self._driver_targets(db, plate)
+        now = self.ctx.clock()
+        if email and self.ctx.settings.mail is not None:
+            enqueue(db, idempotency_key=f"{key}:email", channel="email", recipient=email, template=template,
+                    context=context, subject=subject, attachments=attachments, now=now)
+        if self.ctx.settings.notifications.vapid_private_key is not None:
+            for sub in subs:
+                enqueue(db, idempotency_key=f"{key}:push:{sub.id}", channel="webpush", recipient=sub.id,
+                        template=template, context=context, subject=subject, now=now)
+        if self.ctx.settings.notifications.webhook_url:
+            enqueue(db, idempotency_key=f"{key}:webhook", channel="webhook", recipient="operator-backend",
+                    template=template, context=context, subject=subject, now=now)
+
+    def _evidence(self, db: Session, visit_id: str) -> list[str]:
+        from models.tables import VisitRow
+
+        visit = db.get(VisitRow, visit_id)
+        if visit is None:
+            return []
+        from models.tables import Presence
+
+        presence = db.get(Presence, visit.data.get("presence_id", ""))
+        return [presence.crop_path] if presence is not None and presence.crop_path else []
+
+    def _penalty_warning(self, db: Session, p: dict[str, Any]) -> None:
+        starts = datetime.fromisoformat(p["fee_starts_at"])
+        rules = self.ctx.settings.enforcement.rules
+        context = {
+            "plate": p.get("plate") or "", "bay": p["bay_id"], "site": self.ctx.settings.site_name,
+            "grace_ends_at": starts.isoformat(timespec="minutes"),
+            "minutes_left": max(0, int((starts - self.ctx.clock()).total_seconds() // 60)),
+            "fee_per_minute": _money(p["fee_per_min"]), "fee_cap": _money(rules.get("idle_fee_cap", "0") or 0),
+            "currency": p["currency"],
+        }
+        self._send_driver(db, f"{p['visit_id']}:warning:{starts.isoformat()}", p.get("plate"), "penalty_warning",
+                          f"Charging finished at bay {p['bay_id']}: please move your car", context, [])
+
+    def _penalty_notice(self, db: Session, p: dict[str, Any]) -> None:
+        context = {
+            "plate": p.get("plate") or "", "bay": p["bay_id"], "site": self.ctx.settings.site_name,
+            "amount": _money(p["amount"]), "currency": p["currency"], "rule": RULE_TEXT.get(p["kind"], p["kind"]),
+            "started_at": p["started_at"], "ended_at": p.get("ended_at") or "",
+            "driver_url": driver_url(self.ctx, p["violation_id"]),
+        }
+        if p.get("minutes") is not None:
+            context["minutes_billed"] = p["minutes"]
+        self._send_driver(db, f"{p['violation_id']}:notice", p.get("plate"), "penalty_notice",
+                          f"Penalty notice for {p.get('plate')} at {self.ctx.settings.site_name}", context,
+                          self._evidence(db, p["visit_id"]))
+
+    def _operator_alert(self, db: Session, p: dict[str, Any]) -> None:
+        if self.ctx.settings.mail is None or not self.ctx.settings.notifications.operator_alert_emails:
+            return
+        if p.get("kind") != "blacklist":
+            return  # other alerts show on the dashboard; only blacklisted vehicles page people by e-mail
+        context = {"plate": p.get("plate") or "?", "bay": p.get("bay_id") or "?", "site": self.ctx.settings.site_name,
+                   "seen_at": p["at"], "reason": p.get("detail", ""), "alert_kind": p["kind"],
+                   "dashboard_url": self.ctx.settings.notifications.public_url}
+        users = db.exec(select(User).where(User.is_active == True).where(User.email != None)  # noqa: E711, E712
+                        .where(User.role.in_((Role.admin, Role.operator))))  # type: ignore[attr-defined]
+        for user in users:
+            enqueue(db, idempotency_key=f"alert:{p.get('visit_id') or p.get('bay_id')}:{p['kind']}:{p['at']}:{user.id}",
+                    channel="email", recipient=str(user.email), template="blacklist_alert", context=context,
+                    subject=f"Blacklisted vehicle {p.get('plate')} at bay {p.get('bay_id')}", now=self.ctx.clock())
+
+
+def build_channels(ctx: AppContext) -> dict[str, Any]:
+    from enforcement.channels import SmtpChannel, WebhookChannel, WebPushChannel
+
+    s, n = ctx.settings, ctx.settings.notifications
+    channels: dict[str, Any] = {}
+    if s.mail is not None:
+        channels["email"] = SmtpChannel(s.mail, evidence_dir=s.evidence_dir, clock=ctx.clock)
+    if n.webhook_url and n.webhook_secret is not None:
+        channels["webhook"] = WebhookChannel(n.webhook_url, n.webhook_secret.get_secret_value(), clock=ctx.clock)
+    if n.vapid_private_key is not None:
+        channels["webpush"] = WebPushChannel(n.vapid_private_key.get_secret_value(), n.vapid_email)
+    return channels
+
+
+class OutboxDispatcher:
+    """Scheduler job: send what is due. Rows of channels not configured wait until they are."""
+
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+        self.channels = build_channels(ctx)
+
+    def __call__(self) -> Any:
+        from enforcement.outbox import dispatch_due
+
+        if not self.channels:
+            return None
+        return dispatch_due(self.ctx.session, self.channels, self.ctx.clock)
