@@ -41,7 +41,8 @@ def visit_events(i: int, t0: datetime) -> list:
     bay, cp, conn = f"B{i}", f"CP{i // 2}", i % 2 + 1
     return [
         VehicleArrived(at=t0, presence_id=f"p{i}", camera="cam", bay_id=bay, plate=f"AB{i:04d}C", confidence=0.97),
-        TransactionStarted(at=t0 + timedelta(seconds=30), charge_point_id=cp, transaction_id=f"T{i}", connector_id=conn),
+        TransactionStarted(at=t0 + timedelta(seconds=30), charge_point_id=cp, transaction_id=f"T{i}",
+                           connector_id=conn),
         ChargingIdle(at=t0 + timedelta(minutes=20), charge_point_id=cp, transaction_id=f"T{i}", connector_id=conn),
         VehicleDeparted(at=t0 + timedelta(minutes=50), presence_id=f"p{i}", camera="cam", bay_id=bay,
                         plate=f"AB{i:04d}C", first_seen=t0, last_seen=t0 + timedelta(minutes=49)),

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlmodel import SQLModel
 
-import models.outbox  # noqa: F401
+import models.outbox
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config

@@ -7,6 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import Session, SQLModel, select
 
+import models.outbox  # noqa: F401  (its tables are part of the schema)
 from models.db import current_revision, head_revision, make_engine, redact_db_url, upgrade
 from models.tables import AuditLog, Role, User
 
@@ -16,7 +17,7 @@ def test_migrations_match_models_and_are_idempotent(db_url):
     upgrade(db_url)  # a second run is a no-op
     engine = make_engine(db_url)
     try:
-        assert current_revision(engine) == head_revision() == "0004"
+        assert current_revision(engine) == head_revision() == "0005"
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
