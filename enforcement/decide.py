@@ -939,7 +939,8 @@ class _Run:
             self.out.append(RaiseAlert(kind="return_ban", priority=_PRIORITY["return_ban"], detail=detail, **base))
             accepted, reason = False, detail
         else:
-            accepted, reason = True, "plate unreadable: nothing to check" if plate is None else "no restriction"
+            # An access point admits permit holders only: anyone else, or an unreadable plate, is refused.
+            accepted, reason = False, "plate unreadable" if plate is None else "not on the whitelist"
         self.out.append(AccessDecision(presence_id=ev.presence_id, accepted=accepted, reason=reason, **base))
 
     # closing ---------------------------------------------------------------------------------

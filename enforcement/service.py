@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
 from enforcement.decide import (
+    AccessDecision,
     BayState,
     CloseVisit,
     DecideContext,
@@ -45,7 +46,7 @@ from models.events import (
     VehicleStillPresent,
 )
 from models.settings import BaySettings, EnforcementSettings
-from models.tables import Alert, BayStateRow, ListEntry, Penalty, TimerRow, Vehicle, VisitRow
+from models.tables import AccessLog, Alert, BayStateRow, ListEntry, Penalty, TimerRow, Vehicle, VisitRow
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class EnforcementService:
         self.clock = clock
         self.notify = notify
         self.handled = 0
+        self._after_commit: list[tuple[int, BaySettings, AccessDecision]] = []
 
     # --- routing ----------------------------------------------------------------------------
 
@@ -148,10 +150,14 @@ class EnforcementService:
                 self._unknown_bay(db, event, now)
                 db.commit()
                 return 1
+            self._after_commit.clear()
             for bay_id in targets:
                 applied += self._decide_one(db, bay_id, event, now)
             db.commit()
         self.handled += 1
+        for log_id, bay, decision in self._after_commit:
+            self._trigger_output(log_id, bay, decision)  # only after the decision is safely stored
+        self._after_commit.clear()
         return applied
 
     def _decide_one(self, db: Session, bay_id: str, event: Any, now: datetime) -> int:
@@ -245,6 +251,14 @@ class EnforcementService:
                 db.add(p)
         elif isinstance(action, FinalisePenalty):
             self._finalise(db, bay_id, action, now)
+        elif isinstance(action, AccessDecision):
+            row = AccessLog(at=action.at, bay_id=bay_id, presence_id=action.presence_id, plate=action.plate,
+                            accepted=action.accepted, reason=action.reason[:300])
+            db.add(row)
+            db.flush()
+            bay = self.bays[bay_id]
+            if action.accepted and bay.output is not None and row.id is not None:
+                self._after_commit.append((row.id, bay, action))
         # LinkTransaction, AppendTimeline, Schedule/CancelTimer are carried by the state sync below.
 
     def _finalise(self, db: Session, bay_id: str, a: FinalisePenalty, now: datetime) -> None:
@@ -342,6 +356,45 @@ class EnforcementService:
             elif row.state != "pending":
                 row.state = "pending"
                 db.add(row)
+
+    # --- access outputs ---------------------------------------------------------------------
+
+    def _trigger_output(self, log_id: int, bay: BaySettings, d: AccessDecision) -> None:
+        """Open the barrier: an HTTP call with timeout and bounded retries; the result goes to the log."""
+        import time
+
+        import httpx
+
+        out = bay.output
+        assert out is not None
+        fill = {"plate": d.plate or "", "bay_id": d.bay_id, "at": d.at.isoformat()}
+        try:
+            body = out.body.format(**fill) if out.body else None
+        except (KeyError, IndexError, ValueError) as exc:
+            self._record_output(log_id, "failed", f"body template: {exc}")
+            return
+        status, error = "failed", ""
+        for attempt in range(out.retries + 1):
+            try:
+                r = httpx.request(out.method, out.url, content=body, headers=out.headers, timeout=out.timeout_s)
+                if r.status_code < 500:
+                    status, error = str(r.status_code), "" if r.is_success else r.text[:300]
+                    break
+                error = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:300]
+            time.sleep(min(0.2 * 2**attempt, 2.0))
+        self._record_output(log_id, status, error or None)
+
+    def _record_output(self, log_id: int, status: str, error: str | None) -> None:
+        with Session(self.engine) as db:
+            row = db.get(AccessLog, log_id)
+            if row is not None:
+                row.output_status, row.output_error = status, error
+                db.add(row)
+                db.commit()
+        if status == "failed":
+            log.warning("access output for log %d failed: %s", log_id, error)
 
     # --- the sweep --------------------------------------------------------------------------
 

@@ -125,6 +125,17 @@ class NotificationSettings(Strict):
     operator_alert_emails: bool = Field(True, description="E-mail alerts to operators and admins with an address.")
 
 
+class AccessOutput(Strict):
+    """An HTTP call to a relay board or barrier controller when an access point admits a vehicle."""
+
+    method: Literal["GET", "POST", "PUT"] = Field("POST", description="HTTP method.")
+    url: str = Field(..., pattern=r"^https?://", description="Controller URL.")
+    body: str = Field("", max_length=4000, description="Body template: {plate}, {bay_id}, {at} are filled in.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers (e.g. Authorization).")
+    timeout_s: float = Field(3.0, gt=0, le=30, description="Per attempt.")
+    retries: int = Field(2, ge=0, le=5, description="Further attempts after a failure.")
+
+
 class BaySettings(Strict):
     bay_id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Matches a camera zone's bay_id.")
     kind: Literal["bay", "access"] = Field("bay", description="access: a gate that admits whitelisted cars.")
@@ -132,6 +143,7 @@ class BaySettings(Strict):
     evse_id: int | None = Field(None, ge=0, description="EVSE id (OCPP 2.0.1).")
     connector_id: int | None = Field(None, ge=0, description="Connector id (OCPP 1.6, or within the EVSE).")
     rules: dict[str, Any] = Field(default_factory=dict, description="Overrides of the site rules for this bay.")
+    output: AccessOutput | None = Field(None, description="For kind access: what to trigger when admitting.")
 
 
 class EnforcementSettings(Strict):

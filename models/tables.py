@@ -401,3 +401,19 @@ class ConsumerCursor(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     seq: int = 0
     updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AccessLog(SQLModel, table=True):
+    """Access-point decisions: accepted or rejected, and what the barrier output answered."""
+
+    __tablename__ = "access_log"
+    __table_args__ = (Index("ix_access_log_at", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime)
+    bay_id: str = Field(max_length=64)
+    presence_id: str = Field(max_length=64)
+    plate: str | None = Field(default=None, max_length=16)
+    accepted: bool
+    reason: str = Field(default="", max_length=300)
+    output_status: str | None = Field(default=None, max_length=40)  # "200", "failed", None: no output
+    output_error: str | None = Field(default=None, max_length=500)

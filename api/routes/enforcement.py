@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from api.deps import Ctx, DbSession, Operator, Viewer, client_ip
 from enforcement.lists import normalise_plate
 from models import audit
-from models.tables import ListEntry, Penalty, Vehicle, VisitRow
+from models.tables import AccessLog, ListEntry, Penalty, Vehicle, VisitRow
 
 router = APIRouter(prefix="/api/v1", tags=["enforcement"])
 
@@ -323,3 +323,12 @@ def put_vehicle(plate: str, body: VehicleIn, request: Request, ctx: Ctx, db: DbS
     db.commit()
     db.refresh(row)
     return row
+
+
+@router.get("/access-log")
+def access_log(db: DbSession, _: Viewer, accepted: bool | None = None,
+               limit: int = Query(100, ge=1, le=500)) -> list[dict[str, Any]]:
+    q = select(AccessLog).order_by(AccessLog.id.desc()).limit(limit)  # type: ignore[union-attr]
+    if accepted is not None:
+        q = q.where(AccessLog.accepted == accepted)
+    return [r.model_dump(mode="json") for r in db.exec(q)]

@@ -873,8 +873,8 @@ CASES = [
 ]
 
 ACCESS_CASES = [
-    ("a plain plate is admitted", {}, "AB123", ["access ok: no restriction"]),
-    ("an unreadable plate is admitted", {}, None, ["access ok: plate unreadable: nothing to check"]),
+    ("a plate not on the whitelist is refused", {}, "AB123", ["access refused: not on the whitelist"]),
+    ("an unreadable plate is refused", {}, None, ["access refused: plate unreadable"]),
     (
         "a blacklisted plate is refused with an alert (even if also whitelisted)",
         {
