@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException
@@ -46,6 +47,7 @@ def build_context(
     clock: Clock = utcnow,
     ids: IdFactory = new_id,
     components: list[Component] | None = None,
+    recognizer: Any = None,
 ) -> AppContext:
     ctx = AppContext(settings=settings, engine=make_engine(settings.db_url), clock=clock, ids=ids)
     from api.notify import Notifier, OutboxDispatcher
@@ -69,7 +71,7 @@ def build_context(
             from anpr.factory import RecognizerSpec
             from api.camera_control import CameraComponent
 
-            components.append(CameraComponent(ctx, RecognizerSpec.from_settings(settings.anpr)))
+            components.append(CameraComponent(ctx, recognizer or RecognizerSpec.from_settings(settings.anpr)))
         if settings.components.relay:
             from api.relay_control import RelayComponent
 
@@ -84,9 +86,11 @@ def create_app(
     clock: Clock = utcnow,
     ids: IdFactory = new_id,
     components: list[Component] | None = None,
+    recognizer: Any = None,
 ) -> FastAPI:
-    """Build the app for `settings`. Tests inject the clock, the id factory and the parts to run."""
-    ctx = build_context(settings, clock=clock, ids=ids, components=components)
+    """Build the app for `settings`. Tests inject the clock, the id factory, the parts to run and
+    (for the camera part) a picklable recogniser factory instead of the configured one."""
+    ctx = build_context(settings, clock=clock, ids=ids, components=components, recognizer=recognizer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

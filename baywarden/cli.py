@@ -329,6 +329,32 @@ def worker(
     typer.echo(f"stopped; {len(forwarder.spool)} events left in the spool for the next start", err=True)
 
 
+@anpr_app.command("eval")
+def anpr_eval(
+    dataset: Annotated[Path, typer.Option(help="Folder with labels.jsonl and images/ (e.g. plates-dev).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Last line: one JSON object with the figures.")] = False,
+    ocr: Annotated[str, typer.Option(help="rapidocr or easyocr.")] = "rapidocr",
+    detector: Annotated[str, typer.Option(help="onnx or ultralytics.")] = "onnx",
+    detector_path: Annotated[Path | None, typer.Option(help="Detector model (default: the committed ONNX).")] = None,
+    formats: Annotated[str, typer.Option(help="Plate format set(s), comma-separated.")] = "eu",
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write a report (JSON, Markdown, worst-case plot) here.")] = None,
+) -> None:
+    """Measure detection recall/precision, exact plate and character accuracy, and ms per image."""
+    from anpr.evaluate import main_eval
+
+    if not (dataset / "labels.jsonl").is_file():
+        fail(f"{dataset}: no labels.jsonl (see ../shared/datasets/README.md for the format)", 2)
+    if ocr not in ("rapidocr", "easyocr") or detector not in ("onnx", "ultralytics"):
+        fail("--ocr must be rapidocr or easyocr, --detector onnx or ultralytics", 2)
+    setup_logging("WARNING", "eval")
+    try:
+        main_eval(dataset, backend=ocr, json_out=json_out, report_dir=report, limit=limit, detector=detector,
+                  detector_path=detector_path, formats=formats)
+    except (FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc))
+
+
 @anpr_app.command("train-detector")
 def anpr_train_detector(
     data: Annotated[list[Path], typer.Option("--data", help="Dataset folder with YOLO train.txt/val.txt; repeat.")],
@@ -381,6 +407,59 @@ def sim_chargepoint(
     except Exception as exc:  # the CSMS refused or broke off: say so in one line
         fail(f"scenario stopped: {type(exc).__name__}: {exc}")
     typer.echo(f"{id}: scenario {scenario} done")
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its clip, database and evidence.")] = Path(
+        "demo-data"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Dashboard port.")] = 8080,
+    keep: Annotated[bool, typer.Option(help="Keep the dashboard up after the scenario (Ctrl-C ends).")] = True,
+) -> None:
+    """Run the whole chain on this machine: RTSP camera, OCPP charger through the relay, idle fee, e-mail.
+
+    Needs Debian's GStreamer RTSP server and ffmpeg, and ../shared/datasets for the clip's photo.
+    """
+    import asyncio
+    import time
+
+    from sqlmodel import Session, select
+
+    from baywarden.demo import DemoOptions, DemoStack
+    from models.db import make_engine
+    from models.tables import Penalty, VisitRow
+
+    setup_logging("WARNING", "demo")
+    stack = DemoStack(workdir.resolve(), DemoOptions(port=port), say=lambda line: typer.echo(f"demo: {line}"))
+    try:
+        settings = asyncio.run(stack.run())
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(stack.mailbox.messages if stack.mailbox else []) < 2:
+            time.sleep(1)
+        engine = make_engine(settings.db_url)
+        with Session(engine) as db:
+            for visit in db.exec(select(VisitRow)):
+                typer.echo(f"\nvisit {visit.visit_id} plate {visit.plate} ({visit.plate_confidence:.2f})")
+                for e in visit.data.get("timeline", []):
+                    typer.echo(f"  {e['at']}  {e['what']}  {e.get('detail', '')}")
+            for p in db.exec(select(Penalty)):
+                typer.echo(f"penalty {p.kind}: {p.amount} {p.currency} ({p.minutes} min) state {p.state}")
+        engine.dispose()
+        for msg in stack.mailbox.messages if stack.mailbox else []:
+            typer.echo(f"\n--- e-mail to {msg['To']}: {msg['Subject']}")
+            body = msg.get_body(("plain",))
+            typer.echo(body.get_content() if body else "")
+        if keep:
+            typer.echo(f"\ndashboard: {stack.base_url} (Ctrl-C to stop)")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        fail(str(exc))
+    finally:
+        stack.stop()
 
 
 def main() -> None:

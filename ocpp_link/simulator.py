@@ -189,10 +189,12 @@ async def run_scenario(
     meter_steps: int = 3,
     password: str | None = None,
     open_timeout: float = 10.0,
+    delays: dict[str, float] | None = None,
 ) -> ScenarioResult:
     """Connect as `cp_id` to `{url}/{cp_id}`, play `scenario`, close normally.
 
-    `step_delay` seconds pass between steps (0 for tests). Raises on connection failure or when
+    `step_delay` seconds pass between steps (0 for tests); `delays` overrides the pause after named
+    steps (e.g. {"StatusNotification SuspendedEV": 90} for a long idle). Raises on connection failure or when
     the CSMS rejects a step.
     """
     if version not in _SUBPROTOCOL:
@@ -210,8 +212,9 @@ async def run_scenario(
     async def step(name: str) -> None:
         res.steps.append(name)
         log.info("sim %s: %s", cp_id, name)
-        if step_delay > 0:
-            await asyncio.sleep(step_delay)
+        pause = (delays or {}).get(name, step_delay)
+        if pause > 0:
+            await asyncio.sleep(pause)
 
     async with connect(
         endpoint,
