@@ -106,11 +106,20 @@ class EnforcementService:
         self.clock = clock
         self.notify = notify
         self.handled = 0
+        # Precomputed once: a charger event is routed by its charge point id, not by scanning every bay.
+        self._initial_states = {b: self._make_initial(b) for b in self.bays}
+        self._by_charger: dict[str, list[str]] = {}
+        for b in self.bays.values():
+            if b.charge_point_id:
+                self._by_charger.setdefault(b.charge_point_id, []).append(b.bay_id)
         self._after_commit: list[tuple[int, BaySettings, AccessDecision]] = []
 
     # --- routing ----------------------------------------------------------------------------
 
     def _initial(self, bay_id: str) -> BayState:
+        return self._initial_states[bay_id]
+
+    def _make_initial(self, bay_id: str) -> BayState:
         bay = self.bays[bay_id]
         cams = tuple(sorted(c for c, bays in self.camera_bays.items() if bay_id in bays))
         return BayState(
