@@ -25,14 +25,9 @@ class RecognizerSpec:
         return cls(s.detector, s.detector_path, s.ocr, s.formats, s.det_conf, s.text_proposals)
 
     def __call__(self) -> Recognizer:
-        from anpr.detector import make_detector
-        from anpr.ocr import make_ocr
-        from anpr.recognizer import PlateRecognizer
+        from anpr.recognizer import make_recognizer
 
-        return PlateRecognizer(
-            detector=make_detector(self.detector, self.detector_path),
-            ocr=make_ocr(self.ocr),
-            formats=self.formats,
-            det_conf=self.det_conf,
-            text_proposals=self.text_proposals,
-        )
+        # One worker process per camera: one thread each keeps cameras from starving one another.
+        return make_recognizer(ocr=self.ocr, detector=self.detector, detector_path=self.detector_path,
+                               formats=self.formats, threads=1, det_conf=self.det_conf,
+                               text_proposals=self.text_proposals)
