@@ -1,14 +1,15 @@
-"""Fail-open tap between the relay's forwarding loops and the decoder.
+"""Fail-open tap between the relay's forwarding path and the decoder.
 
-The forwarding path only calls `FrameTap.offer()`: a few substring checks (no JSON parsing) and a
-`put_nowait` into a bounded queue. A decoder task per connection drains the queue. A full queue or a
-decoder exception costs one undecoded frame, never a forwarded one.
+The forwarding path only calls `FrameTap.wants()` and `FrameTap.offer()`: a few substring checks (no
+JSON parsing) and an append to a bounded queue per connection, drained by a callback on the event
+loop. A full queue or a decoder exception costs one undecoded frame, never a forwarded one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -49,7 +50,7 @@ class RelayCounters:
     upstream_timeout: int = 0  # -> 504
     frames_cs_to_csms: int = 0
     frames_csms_to_cs: int = 0
-    bytes_cs_to_csms: int = 0  # payload length; characters for text frames (OCPP is ASCII in practice)
+    bytes_cs_to_csms: int = 0  # payload bytes of data messages as forwarded (compressed if deflate is on)
     bytes_csms_to_cs: int = 0
     frames_tapped: int = 0  # passed the prefilter and queued for decoding
     undecoded: int = 0  # tapped frames that produced no decode (queue full or decoder error)
@@ -57,6 +58,9 @@ class RelayCounters:
     decoder_errors: int = 0
     sink_errors: int = 0
     events_emitted: int = 0
+    pings_sent: int = 0  # the relay's own liveness pings to a silent side
+    liveness_timeouts: int = 0  # sides closed (1011) for not answering one
+    protocol_errors: int = 0  # sides closed (1002) for frames that break RFC 6455
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -134,7 +138,12 @@ class Prefilter:
 
 
 class FrameTap:
-    """One per charger connection: prefilter, bounded queue, decoder task."""
+    """One per charger connection: prefilter, bounded queue, decoding scheduled on the event loop.
+
+    Decoding runs in a loop callback, scheduled when the queue goes from empty to non-empty, that
+    drains the whole queue: the same order and isolation as a task per connection, without a task,
+    a future and two task switches for every frame.
+    """
 
     def __init__(
         self,
@@ -143,7 +152,7 @@ class FrameTap:
         sink: EventSink | None,
         counters: RelayCounters,
         queue_size: int = 1024,
-        stop_timeout: float = 5.0,
+        stop_timeout: float = 5.0,  # kept for callers; stop() no longer waits for anything
     ) -> None:
         self.stop_timeout = stop_timeout
         self.charge_point_id = charge_point_id
@@ -151,8 +160,12 @@ class FrameTap:
         self.sink = sink
         self.counters = counters
         self.prefilter = Prefilter()
-        self._queue: asyncio.Queue[tuple[Direction, str | bytes, datetime] | None] = asyncio.Queue(queue_size)
-        self._task: asyncio.Task[None] | None = None
+        self.queue_size = queue_size
+        self._queue: deque[tuple[Direction, str | bytes, datetime]] = deque()
+        self._active = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled: asyncio.Handle | None = None
+        self._errors_logged = 0
 
     def start(self, subprotocol: str | None) -> None:
         if self.decoder is None:
@@ -161,64 +174,59 @@ class FrameTap:
             self.decoder.connection_opened(self.charge_point_id, subprotocol)
         except Exception:
             log.exception("decoder.connection_opened failed for %s", self.charge_point_id)
-        self._task = asyncio.create_task(self._drain(), name=f"ocpp-decode-{self.charge_point_id}")
+        self._loop = asyncio.get_running_loop()
+        self._active = True
+
+    def wants(self, direction: Direction) -> bool:
+        """At the start of a message: is a copy worth making? (A CSMS frame only pairs with a pending id.)"""
+        return self._active and (direction == "cs" or bool(self.prefilter.pending))
 
     def offer(self, direction: Direction, frame: str | bytes) -> None:
         """Hot path. Never awaits, never raises."""
-        if self._task is None:
+        if not self._active:
             return
         wanted = self.prefilter.from_cs(frame) if direction == "cs" else self.prefilter.from_csms(frame)
         if not wanted:
             return
-        try:
-            self._queue.put_nowait((direction, frame, datetime.now(UTC)))
-        except asyncio.QueueFull:
+        if len(self._queue) >= self.queue_size:
             self.counters.dropped_queue_full += 1
             self.counters.undecoded += 1
-        else:
-            self.counters.frames_tapped += 1
+            return
+        self._queue.append((direction, frame, datetime.now(UTC)))
+        self.counters.frames_tapped += 1
+        if self._scheduled is None:
+            assert self._loop is not None
+            self._scheduled = self._loop.call_soon(self._drain)
 
     async def stop(self) -> None:
-        """Let the decoder finish what is queued (the last frames of a session matter), then end it."""
-        if self._task is None:
+        """Decode what is queued (the last frames of a session matter), then end the session."""
+        if not self._active:
             return
-        try:
-            # Off the hot path now, so waiting for room is fine; a stuck decoder is cancelled.
-            await asyncio.wait_for(self._queue.put(None), self.stop_timeout)
-            await asyncio.wait_for(asyncio.shield(self._task), self.stop_timeout)
-        except TimeoutError:
-            self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            if not self._task.cancelled():
-                raise
-        except Exception:
-            log.exception("decoder task for %s failed", self.charge_point_id)
-        self._task = None
+        self._active = False
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+        self._drain()
         try:
             assert self.decoder is not None
             self.decoder.connection_closed(self.charge_point_id)
         except Exception:
             log.exception("decoder.connection_closed failed for %s", self.charge_point_id)
 
-    async def _drain(self) -> None:
+    def _drain(self) -> None:
+        self._scheduled = None
         assert self.decoder is not None
         decode = self.decoder.decode
         cp = self.charge_point_id
-        errors_logged = 0
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            direction, frame, received_at = item
+        queue = self._queue
+        while queue:
+            direction, frame, received_at = queue.popleft()
             try:
                 events = decode(cp, direction, frame, received_at)
             except Exception:
                 self.counters.decoder_errors += 1
                 self.counters.undecoded += 1
-                if errors_logged < 3:  # per connection; the counter tells the rest
-                    errors_logged += 1
+                if self._errors_logged < 3:  # per connection; the counter tells the rest
+                    self._errors_logged += 1
                     log.exception("decoder raised on a frame from %s (frame forwarded anyway)", cp)
                 continue
             if events and self.sink is not None:
