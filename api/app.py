@@ -22,6 +22,7 @@ from api.routes import (
     auth,
     cameras,
     csms,
+    dashboard,
     driver,
     enforcement,
     events,
@@ -109,6 +110,7 @@ def create_app(
                    driver, pages):
         app.include_router(module.router)
     app.include_router(cameras.recognition)
+    app.include_router(dashboard.router)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, _exc: LoginRequired) -> Response:

@@ -39,7 +39,9 @@ class Role(StrEnum):
 
 
 class UserBase(SQLModel):
-    username: str = Field(min_length=2, max_length=64, regex=r"^[A-Za-z0-9_.@-]+$", unique=True, index=True)
+    username: str = Field(
+        min_length=2, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9_.@-]+$"}, unique=True, index=True
+    )
     full_name: str = Field(default="", max_length=200)
     email: EmailStr | None = Field(default=None, max_length=254)
     role: Role = Field(default=Role.viewer)
@@ -152,9 +154,11 @@ class ApiTokenPublic(SQLModel):
 
 
 class CameraBase(SQLModel):
-    name: str = Field(min_length=1, max_length=64, regex=r"^[A-Za-z0-9_.-]+$", unique=True, index=True)
-    url: str = Field(min_length=8, max_length=1000, regex=r"^(rtsps?|https?|file)://")
-    sub_url: str | None = Field(default=None, max_length=1000, regex=r"^(rtsps?|https?|file)://")
+    name: str = Field(
+        min_length=1, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9_.-]+$"}, unique=True, index=True
+    )
+    url: str = Field(min_length=8, max_length=1000, schema_extra={"pattern": r"^(rtsps?|https?|file)://"})
+    sub_url: str | None = Field(default=None, max_length=1000, schema_extra={"pattern": r"^(rtsps?|https?|file)://"})
     enabled: bool = True
     fps: float = Field(default=5.0, gt=0, le=30)
     zones: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

@@ -94,7 +94,7 @@ def test_form_login_logout_and_csrf(app_env):
     token = re.search(r'name="csrf_token" value="([^"]+)"', bad.text).group(1)  # the form was renewed
     r = client.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": token, "next": "/"})
     assert r.status_code == 303 and r.headers["location"] == "/"
-    home = client.get("/")
+    home = client.get("/", follow_redirects=True)  # / leads to the dashboard overview
     assert home.status_code == 200 and "olga" in home.text
     session_csrf = re.search(r'name="csrf_token" value="([^"]+)"', home.text).group(1)
     assert client.post("/logout", data={"csrf_token": "nope"}).status_code == 403

@@ -1,0 +1,199 @@
+"""The dashboard in a real headless Chromium against the real app on a real port.
+
+Each test leaves a screenshot in test-artifacts/screenshots/ (git-ignored; CI keeps it)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.db import upgrade
+from models.tables import Role
+from tests.conftest import REPO, need
+from tests.dashboard.seed import add_alert, seed_penalty
+from tests.foundation.helpers import PASSWORD, LiveServer, add_user, free_port, make_settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = REPO / "test-artifacts" / "screenshots"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync"]
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("dash")
+    settings = make_settings(tmp, f"sqlite:///{tmp / 'dash.db'}", port=free_port())
+    upgrade(settings.db_url)
+    add_user(settings, "op", Role.operator)
+    live = LiveServer(settings).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    need(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    need(importlib.util.find_spec("playwright") is not None, "pip install playwright")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: LiveServer) -> Iterator[Any]:
+    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.goto("/login?next=/dash")
+    pg.get_by_label("User name").fill("op")
+    pg.get_by_label("Password").fill(PASSWORD)
+    pg.get_by_role("button", name="Log in").click()
+    pg.wait_for_url("**/dash")
+    yield pg
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+def shot(pg: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def htmx_ready(pg: Any) -> None:
+    pg.wait_for_function("() => window.htmx !== undefined && document.body.dataset.alertsLive === 'yes'")
+
+
+def test_login_and_overview(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    htmx_ready(page)
+    expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()
+    expect(page.locator("#count-reads")).to_have_text("0")
+    page.get_by_role("navigation", name="Dashboard").get_by_role("link", name="Cameras").click()
+    expect(page.get_by_role("heading", name="Cameras", level=1)).to_be_visible()
+    assert page.evaluate("document.title").startswith("Cameras")  # htmx swapped <main> and the title
+    page.get_by_role("link", name="Overview").click()
+    expect(page.get_by_role("heading", name="Open alerts")).to_be_visible()
+    shot(page, "overview")
+
+
+def test_add_camera_with_server_side_errors(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/dash/cameras")
+    htmx_ready(page)
+    page.get_by_label("Stream URL", exact=True).fill("rtsp://")
+    page.get_by_role("button", name="Add camera").click()
+    expect(page.locator("#cam-name-err")).to_be_visible()
+    expect(page.locator("#cam-url-err")).to_contain_text("at least 8")
+    expect(page.get_by_label("Stream URL", exact=True)).to_have_attribute("aria-invalid", "true")
+    page.get_by_label("Name").fill("gate-1")
+    page.get_by_label("Stream URL", exact=True).fill("rtsp://10.0.0.5/stream1")
+    page.get_by_role("button", name="Add camera").click()
+    expect(page.get_by_role("status")).to_contain_text("Camera gate-1 added")
+    expect(page.locator("tr[data-camera='gate-1']")).to_contain_text("recognition off")
+    shot(page, "cameras")
+
+
+def test_blacklist_entry_then_live_alert_pops_up(page: Any, server: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/dash/lists/blacklist")
+    htmx_ready(page)
+    page.get_by_label("Plate", exact=True).fill("ab-123-cd")
+    page.get_by_label("Owner", exact=True).fill('<img src=x onerror="alert(1)">')
+    page.get_by_label("Reason", exact=True).fill("stolen")
+    page.get_by_role("button", name="Add to blacklist").click()
+    row = page.locator("#entries tbody tr", has_text="AB123CD")
+    expect(row).to_contain_text('<img src=x onerror="alert(1)">')  # shown as text, not markup
+    # The live path: an alert row appears; the SSE stream delivers it; the page pops it up and beeps.
+    page.evaluate("""() => { window.__beeps = 0; const o = AudioContext.prototype.createOscillator;
+        AudioContext.prototype.createOscillator = function () { window.__beeps++; return o.call(this); }; }""")
+    add_alert(server.settings, datetime.now(UTC), title="Blacklisted vehicle <AB123CD>", subject="AB123CD")
+    pop = page.locator("#alert-pop [role=alert]")
+    expect(pop).to_contain_text("Blacklisted vehicle <AB123CD>")
+    expect(pop).to_contain_text("AB123CD · seen at bay B1")
+    page.wait_for_function("() => window.__beeps > 0")
+    shot(page, "blacklist-alert")
+    pop.get_by_role("button", name="Dismiss").click()
+    expect(pop).to_have_count(0)
+
+
+def test_review_and_issue_penalty(page: Any, server: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    seed_penalty(server.settings, datetime.now(UTC))
+    page.goto("/dash/penalties")
+    htmx_ready(page)
+    card = page.locator("article.penalty")
+    expect(card).to_contain_text("plate unreadable")
+    expect(card.locator(".timeline")).to_contain_text("idle for 30 minutes")
+    img = card.get_by_role("img")
+    expect(img).to_be_visible()
+    page.wait_for_function("() => document.querySelector('article.penalty img').naturalWidth > 0")
+    shot(page, "penalty-review")
+    card.get_by_label("Confirm the plate as shown on the evidence").fill("xy 987 zz")
+    card.get_by_role("button", name="Issue notice").click()
+    expect(page.get_by_role("status")).to_have_text("Penalty issued")
+    page.get_by_label("State").select_option("notice_issued")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("article.penalty")).to_contain_text("XY987ZZ")
+    shot(page, "penalty-issued")
+
+
+def test_csv_import_shows_bad_row(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/dash/lists/whitelist")
+    htmx_ready(page)
+    csv = b"plate,owner,priority\nEV001AA,Fleet,3\n!,Nobody,2\nEV002BB,Fleet,4\n"
+    page.get_by_label("CSV file").set_input_files({"name": "fleet.csv", "mimeType": "text/csv", "buffer": csv})
+    page.get_by_role("button", name="Check file (dry run)").click()
+    errors = page.locator("table.import-errors")
+    expect(errors).to_contain_text("3")
+    expect(errors.locator("tbody tr")).to_have_count(1)
+    expect(errors).to_contain_text("plate")
+    expect(page.get_by_role("button", name="Confirm import")).to_have_count(0)
+    shot(page, "csv-import-errors")
+    good = b"plate,owner,priority\nEV001AA,Fleet,3\nEV002BB,Fleet,4\n"
+    page.get_by_label("CSV file").set_input_files({"name": "fleet.csv", "mimeType": "text/csv", "buffer": good})
+    page.get_by_role("button", name="Check file (dry run)").click()
+    page.get_by_role("button", name="Confirm import of 2 rows").click()
+    expect(page.get_by_role("status")).to_have_text("2 entries imported")
+    expect(page.locator("#entries")).to_contain_text("EV002BB")
+    shot(page, "csv-imported")
+
+
+@pytest.mark.parametrize("path,heading", [("/dash/reads", "Reads log"), ("/dash/visits", "Visits"),
+                                          ("/dash/chargers", "Chargers"), ("/dash/outbox", "Outbox"),
+                                          ("/dash/audit", "Audit log")])
+def test_other_pages_render(page: Any, path: str, heading: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(path)
+    expect(page.get_by_role("heading", name=heading, level=1)).to_be_visible()
+    shot(page, path.rsplit("/", 1)[-1])
+
+
+def test_keyboard_navigation(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    htmx_ready(page)
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    nav = page.get_by_role("navigation", name="Dashboard")
+    nav.get_by_role("link", name="Penalties").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Penalties", level=1)).to_be_visible()
+    expect(page.locator("main")).to_be_focused()  # focus follows the swapped content
