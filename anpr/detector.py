@@ -1,0 +1,183 @@
+"""Plate detectors: a YOLO model exported to ONNX run with onnxruntime (default), or ultralytics.
+
+The ONNX model is the ultralytics export of a one-class ("plate") detector with a static square
+input (e.g. 1x3x512x512, RGB, 0..1) and the raw head output (1, 4 + classes, anchors): box centre,
+size (input pixels) and class scores, without NMS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+DETECTOR_PATH_ENV = "BAYWARDEN_PLATE_DETECTOR"
+
+
+def default_model_path() -> Path:
+    """`BAYWARDEN_PLATE_DETECTOR` if set, else the committed `anpr/weights/plate_detector.onnx`."""
+    env = os.environ.get(DETECTOR_PATH_ENV, "").strip()
+    if env:
+        return Path(env)
+    from anpr.train import DEFAULT_ONNX
+
+    return DEFAULT_ONNX
+
+
+class ModelLoadError(RuntimeError):
+    """The detector model file is missing, unreadable or not the expected kind of model."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
+    score: float
+
+
+class PlateDetector(Protocol):
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]: ...
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Resize keeping the aspect ratio and pad (grey 114, as ultralytics trains) to `size` (h, w).
+
+    Returns the padded image, the scale applied and the (x, y) padding offset."""
+    h, w = image.shape[:2]
+    th, tw = size
+    scale = min(th / h, tw / w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)  # as ultralytics does
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    out = np.full((th, tw, 3), 114, dtype=np.uint8)
+    out[top : top + nh, left : left + nw] = resized
+    return out, scale, (float(left), float(top))
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy non-maximum suppression on (N, 4) x1y1x2y2 boxes; returns kept indices, best first."""
+    order = scores.argsort()[::-1]
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[overlap <= iou]
+    return np.array(keep, dtype=np.int64)
+
+
+class OnnxPlateDetector:
+    """YOLO plate detector on onnxruntime's CPU provider."""
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        conf: float = 0.25,
+        iou: float = 0.5,
+        threads: int | None = None,
+        max_detections: int = 20,
+    ) -> None:
+        self.path = Path(path) if path is not None else default_model_path()
+        self.conf = conf
+        self.iou = iou
+        self.max_detections = max_detections
+        if not self.path.is_file():
+            raise ModelLoadError(
+                f"plate detector model not found: {self.path} (train/export one with anpr.train, or set "
+                f"{DETECTOR_PATH_ENV})"
+            )
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise ModelLoadError(f"cannot load plate detector {self.path}: {exc}") from exc
+        inp = self.session.get_inputs()[0]
+        shape = inp.shape
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+            raise ModelLoadError(f"{self.path}: expected a static NCHW input, got {shape}")
+        self.input_name = inp.name
+        self.input_size = (int(shape[2]), int(shape[3]))
+        out_shape = self.session.get_outputs()[0].shape
+        if len(out_shape) != 3 or (isinstance(out_shape[1], int) and out_shape[1] < 5):
+            raise ModelLoadError(
+                f"{self.path}: expected a YOLO head output (1, 4+classes, N), got {out_shape}"
+            )
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        padded, scale, (dx, dy) = letterbox(image_bgr, self.input_size)
+        x = cv2.cvtColor(padded, cv2.COLOR_BGR2RGB).astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+        pred = self.session.run(None, {self.input_name: x})[0][0]  # (4 + classes, N)
+        scores = pred[4:].max(0)
+        keep = scores >= self.conf
+        if not keep.any():
+            return []
+        cx, cy, w, h = pred[:4, keep]
+        scores = scores[keep]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+        boxes = (boxes - np.array([dx, dy, dx, dy])) / scale
+        ih, iw = image_bgr.shape[:2]
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, iw)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, ih)
+        idx = nms(boxes, scores, self.iou)[: self.max_detections]
+        return [Detection(tuple(float(v) for v in boxes[i]), float(scores[i])) for i in idx]
+
+
+class UltralyticsPlateDetector:
+    """The same detector through ultralytics (a .pt or .onnx file); needs the `ultralytics` extra."""
+
+    def __init__(
+        self, path: str | Path | None = None, conf: float = 0.25, iou: float = 0.5, imgsz: int | None = None
+    ) -> None:
+        self.path = Path(path) if path is not None else default_model_path()
+        if not self.path.is_file():
+            raise ModelLoadError(f"plate detector model not found: {self.path}")
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        try:
+            from ultralytics import YOLO
+        except ImportError as exc:
+            raise ModelLoadError(f"ultralytics backend needs the `ultralytics` extra: {exc}") from exc
+        try:
+            self.model = YOLO(str(self.path), task="detect")
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load plate detector {self.path}: {exc}") from exc
+        self.conf = conf
+        self.iou = iou
+        self.imgsz = imgsz
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        kwargs: dict[str, object] = {"conf": self.conf, "iou": self.iou, "verbose": False, "device": "cpu"}
+        if self.imgsz:
+            kwargs["imgsz"] = self.imgsz
+        result = self.model.predict(image_bgr, **kwargs)[0]
+        xyxy = result.boxes.xyxy.cpu().numpy()
+        conf = result.boxes.conf.cpu().numpy()
+        return [Detection(tuple(float(v) for v in b), float(s)) for b, s in zip(xyxy, conf, strict=True)]
+
+
+def make_detector(
+    name: str = "onnx", path: str | Path | None = None, **kwargs: object
+) -> PlateDetector | None:
+    """Build a detector by backend name (`onnx`, `ultralytics`; `none` gives None: the recogniser
+    then relies on the OCR backend's text proposals alone)."""
+    if name == "none":
+        return None
+    if name == "onnx":
+        return OnnxPlateDetector(path, **kwargs)  # type: ignore[arg-type]
+    if name == "ultralytics":
+        return UltralyticsPlateDetector(path, **kwargs)  # type: ignore[arg-type]
+    raise ValueError(f"unknown detector backend {name!r}; choose from onnx, ultralytics, none")
