@@ -346,7 +346,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--formats", default="eu", help="format set (eu, uk, br, all) or comma list of names")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images")
     ap.add_argument("--report-dir", type=Path, default=None, help="write report.json/.md and a PNG here")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per model (default 1, or BAYWARDEN_INFER_THREADS)",
+    )
     ap.add_argument(
         "--proposer",
         default="rapidocr",

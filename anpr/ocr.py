@@ -8,7 +8,6 @@ instead of repairing a finished string.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -16,15 +15,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from anpr.detector import default_threads
 from anpr.plates import CtcScores, normalize, symbol_groups
-
-DEFAULT_THREADS_ENV = "BAYWARDEN_OCR_THREADS"
-
-
-def default_threads() -> int | None:
-    """Threads for CPU inference: `BAYWARDEN_OCR_THREADS`, else the runtime's own choice."""
-    value = os.environ.get(DEFAULT_THREADS_ENV, "").strip()
-    return int(value) if value else None
 
 
 @dataclass(frozen=True)

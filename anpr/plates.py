@@ -424,7 +424,22 @@ def _format_automaton(formats: Sequence[PlateFormat]) -> _Automaton:
     return _AUTOMATA[key]
 
 
-def _viterbi(scores: CtcScores, auto: _Automaton, skip_edge: float, skip_inner: float):
+@dataclass(frozen=True)
+class SkipPrior:
+    """Probability that a glyph which is no plate character stands before the first character,
+    between two characters, or after the last one. From plate layouts, not from data: most EU
+    plates carry the country band on the left; stickers, seals and coats of arms sit between
+    character groups (DE, CZ, SK, old CS); nothing standard follows the last character."""
+
+    left: float = 0.1
+    inner: float = 0.05
+    right: float = 0.02
+
+
+DEFAULT_SKIP = SkipPrior()
+
+
+def _viterbi(scores: CtcScores, auto: _Automaton, skip: SkipPrior):
     """Forward pass over all templates at once. Returns (end scores (3, N), history, pen, emis, ej).
 
     States per template and position j (characters emitted so far): B blank; C[c] emitting char c
@@ -439,9 +454,9 @@ def _viterbi(scores: CtcScores, auto: _Automaton, skip_edge: float, skip_inner: 
     )  # (S, T, 36)
     ej = np.concatenate([scores.alnum, scores.other[:, None]], 1)  # (T, 37) skipped-glyph emissions
     # a skipped glyph also pays the prior of "which symbol" (1/36) that a kept one pays via its class
-    pos = np.arange(lm1)
-    edge = (pos[None, :] == 0) | (pos[None, :] == auto.lengths[:, None])
-    pen = np.where(edge, np.log(skip_edge / 36.0), np.log(skip_inner / 36.0))
+    pen = np.full((N, lm1), np.log(skip.inner / 36.0))
+    pen[:, 0] = np.log(skip.left / 36.0)
+    pen[np.arange(lm1)[None, :] == auto.lengths[:, None]] = np.log(skip.right / 36.0)
 
     B = np.full((N, lm1), NEG)
     J = np.full((N, lm1, 37), NEG)
@@ -478,20 +493,19 @@ def _viterbi(scores: CtcScores, auto: _Automaton, skip_edge: float, skip_inner: 
 def decode_ctc(
     scores: CtcScores,
     formats: Sequence[PlateFormat],
-    skip_edge: float = 0.1,
-    skip_inner: float = 0.02,
+    skip: SkipPrior = DEFAULT_SKIP,
 ) -> list[PlateRead]:
     """Best string per format under the CTC posterior (Viterbi over a template automaton).
 
     A template char may be emitted by a look-alike glyph at the look-alike weight. A glyph that
-    belongs to no template position can be skipped as "junk" at probability `skip_edge` before the
-    first / after the last character (country band, frame print) or `skip_inner` in between
-    (stickers, coats of arms). Returns one PlateRead per format that could be decoded, best first;
-    `score` is the path log-probability plus the string's log prior under its template."""
+    belongs to no template position can be skipped as "junk" at the probabilities of `skip`
+    (`SkipPrior`: country band on the left, stickers and emblems in between). Returns one
+    PlateRead per format that could be decoded, best first; `score` is the path log-probability
+    plus the string's log prior under its template."""
     if scores.alnum.shape[0] == 0 or not formats:
         return []
     auto = _format_automaton(formats)
-    ends, hist, pen, emis = _viterbi(scores, auto, skip_edge, skip_inner)
+    ends, hist, pen, emis = _viterbi(scores, auto, skip)
     final = ends.max(0) + auto.priors
     results = []
     for fi, fmt in enumerate(formats):
@@ -520,8 +534,7 @@ def template_for(text: str, fmt: PlateFormat) -> tuple[Template, float] | None:
 def score_texts(
     scores: CtcScores,
     hypotheses: Sequence[tuple[str, PlateFormat]],
-    skip_edge: float = 0.1,
-    skip_inner: float = 0.02,
+    skip: SkipPrior = DEFAULT_SKIP,
 ) -> list[PlateRead | None]:
     """Log-likelihood of fixed (text, format) hypotheses under one posterior (forced alignment with
     the same look-alike and skip rules as `decode_ctc`); the format prior is NOT included, so that
@@ -536,7 +549,7 @@ def score_texts(
     if not rows or scores.alnum.shape[0] == 0:
         return out
     auto = _build(rows)
-    ends, hist, pen, emis = _viterbi(scores, auto, skip_edge, skip_inner)
+    ends, hist, pen, emis = _viterbi(scores, auto, skip)
     final = ends.max(0)
     for h, n in enumerate(index):
         if n is None or final[n] <= NEG / 2:

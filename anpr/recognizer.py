@@ -10,7 +10,8 @@ What wins accuracy here, in order (measured on plates-dev, see bench/anpr_eval.p
    plate reads as a shorter string that often still fits a format;
 3. the OCR backend's own whole-frame text detector as a second proposer when the plate detector
    finds nothing readable;
-4. a second, contrast-equalised crop pooled with the first (small, steadier gain).
+4. reading several crop variants and pooling them (`pool_reads`) - measured as no gain over the
+   tight crop alone, so off by default.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anpr.detector import Detection, PlateDetector
+from anpr.detector import PlateDetector
 from anpr.ocr import BatchOcr, OcrBackend, TextBox, TextProposer, TextRead
 from anpr.plates import (
     PlateFormat,
@@ -219,11 +220,11 @@ CROP_VARIANTS: dict[str, CropVariant] = {
 }
 VARIANT_LAYOUT = {"two_line": "two_line"}  # every other variant reads the crop as one line
 
-# Measured on plates-dev (ground-truth, jittered and detector boxes): the tight crop alone reads as
-# well as any mix, within one plate of 108. A grey copy is kept as a cheap second look (it evens
-# out coloured plates and bands; CLAHE hurt as often as it helped); the rotated and two-line crops
-# only exist when the crop needs them (tilted / square plate).
-DEFAULT_VARIANTS = ("tight", "grey", "deskew", "two_line")
+# Measured on plates-dev (ground-truth, jittered and four detector snapshots' boxes): the tight
+# crop alone reads as well as any pooled mix of tight/pad/grey/CLAHE/band-stripped crops (always
+# within one plate of 108, either way), so the default reads one crop; the rotated and two-line
+# crops only exist when a crop needs them (tilted or square plate). Add variants to pool more looks.
+DEFAULT_VARIANTS = ("tight", "deskew", "two_line")
 
 
 # --- pooling reads --------------------------------------------------------------------------------
@@ -582,10 +583,6 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def detections_from_boxes(boxes: Sequence[Box], score: float = 1.0) -> list[Detection]:
-    return [Detection(tuple(float(v) for v in b), score) for b in boxes]
 
 
 def make_recognizer(

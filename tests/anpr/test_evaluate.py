@@ -108,7 +108,7 @@ def test_evaluate_real_slice_without_detector(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not MODEL.is_file(), reason=f"plate detector not present: {MODEL}")
 def test_cli_json_on_first_12_images(tmp_path: Path) -> None:
-    env = {**os.environ, "BAYWARDEN_OCR_THREADS": "1"}
+    env = {**os.environ, "BAYWARDEN_INFER_THREADS": "1"}
     cmd = [sys.executable, "-m", "anpr.evaluate", "--dataset", str(DEV), "--limit", "12", "--json"]
     cmd += ["--detector-path", str(MODEL), "--report-dir", str(tmp_path / "rep")]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=True)
