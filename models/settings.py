@@ -159,7 +159,9 @@ class AnprSettings(Strict):
     detector_path: Path | None = Field(None, description="Detector model; default: the committed ONNX file.")
     ocr: Literal["rapidocr", "easyocr"] = Field("rapidocr", description="OCR backend (rapidocr measured best).")
     formats: str = Field("eu", min_length=1, description="Plate format set(s), comma-separated (e.g. eu,uk).")
-    det_conf: float = Field(0.25, gt=0, lt=1, description="Minimum detector score.")
+    det_conf: float = Field(
+        0.1, gt=0, lt=1, description="Minimum detector score (weak boxes are kept only if they read as a plate)."
+    )
     text_proposals: Literal["fallback", "always", "off"] = Field(
         "fallback", description="Use the OCR text detector on the whole frame when the plate detector misses."
     )
