@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -47,6 +49,28 @@ def settings_from(config: Path | None) -> Settings:
         for line in exc.lines:
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def _migrated_session(settings: Settings) -> Iterator[Any]:
+    """A session on the migrated database; a refused create (ValueError) becomes one error line."""
+    from sqlmodel import Session
+
+    from baywarden.service import StartupError, prepare_database
+    from models.db import make_engine
+
+    try:
+        prepare_database(settings)
+    except StartupError as exc:
+        fail(str(exc))
+    engine = make_engine(settings.db_url)
+    try:
+        with Session(engine) as db:
+            yield db
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
 
 
 @app.command()
@@ -137,11 +161,8 @@ def user_create(
 ) -> None:
     """Create an operator account (the password is prompted for, or read from stdin)."""
     from pydantic import ValidationError
-    from sqlmodel import Session
 
     from api.routes.users import create_user
-    from baywarden.service import StartupError, prepare_database
-    from models.db import make_engine
     from models.tables import Role, UserCreate
 
     if role not in {r.value for r in Role}:
@@ -156,18 +177,8 @@ def user_create(
         data = UserCreate(username=username, role=Role(role), email=email, full_name=full_name, password=password)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), 2)
-    try:
-        prepare_database(settings)
-    except StartupError as exc:
-        fail(str(exc))
-    engine = make_engine(settings.db_url)
-    try:
-        with Session(engine) as db:
-            user = create_user(db, data, actor="cli")
-    except ValueError as exc:
-        fail(str(exc))
-    finally:
-        engine.dispose()
+    with _migrated_session(settings) as db:
+        user = create_user(db, data, actor="cli")
     typer.echo(f"created {user.role.value} {user.username}")
 
 
@@ -178,29 +189,15 @@ def token_create(
     config: ConfigOpt = None,
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
-    from sqlmodel import Session
-
     from api.routes.tokens import create_token
-    from baywarden.service import StartupError, prepare_database
-    from models.db import make_engine
     from models.tables import Role
 
     if role not in {r.value for r in Role}:
         fail(f"--role must be one of {', '.join(r.value for r in Role)}, not {role!r}", 2)
     settings = settings_from(config)
     setup_logging("WARNING", "cli")
-    try:
-        prepare_database(settings)
-    except StartupError as exc:
-        fail(str(exc))
-    engine = make_engine(settings.db_url)
-    try:
-        with Session(engine) as db:
-            _, secret = create_token(db, name, Role(role), actor="cli")
-    except ValueError as exc:
-        fail(str(exc))
-    finally:
-        engine.dispose()
+    with _migrated_session(settings) as db:
+        _, secret = create_token(db, name, Role(role), actor="cli")
     typer.echo(secret)
 
 

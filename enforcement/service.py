@@ -30,7 +30,7 @@ from enforcement.decide import (
     decide,
     unknown_bay_alert,
 )
-from enforcement.lists import BlacklistEntry, WhitelistEntry, normalise_plate
+from enforcement.lists import BlacklistEntry, WhitelistEntry
 from enforcement.rules import Rules, resolve_rules
 from models.base import Clock
 from models.events import (
@@ -442,6 +442,3 @@ def camera_zones(cameras: Iterable[Any]) -> dict[str, list[str]]:
         out[cam.name] = [z["bay_id"] if isinstance(z, dict) else z.bay_id for z in zones]
     return out
 
-
-def plate_key(plate: str | None) -> str | None:
-    return normalise_plate(plate) or None

@@ -6,7 +6,6 @@ Every field has bounds and a description; unknown keys are errors (`extra="forbi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -297,6 +296,3 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             lines.append(f"{where}{at}: {field}: {msg}{env_hint if not line else ''}")
         raise ConfigError(lines) from None
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}
