@@ -421,3 +421,35 @@ class AccessLog(SQLModel, table=True):
     reason: str = Field(default="", max_length=300)
     output_status: str | None = Field(default=None, max_length=40)  # "200", "failed", None: no output
     output_error: str | None = Field(default=None, max_length=500)
+
+
+# --- operator-edited configuration ---------------------------------------------------------
+
+
+class BayRow(SQLModel, table=True):
+    """A bay (or access point) as the engine uses it. `source=config` rows mirror the YAML file and are
+    re-synced at every start; `source=api` rows are created and edited by operators."""
+
+    __tablename__ = "bays"
+    bay_id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(default="bay", max_length=16)
+    charge_point_id: str | None = Field(default=None, max_length=64)
+    evse_id: int | None = None
+    connector_id: int | None = None
+    rules: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    output: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    source: str = Field(default="api", max_length=16)
+    updated_at: datetime = _ts()
+
+
+class RuntimeSetting(SQLModel, table=True):
+    """An operator's edit of one settings section (JSON), layered over the config file's values.
+
+    Keys: `site_rules` (enforcement rules of the site), and sections the settings pages edit.
+    """
+
+    __tablename__ = "runtime_settings"
+    key: str = Field(primary_key=True, max_length=64)
+    value: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = _ts()
+    updated_by: str = Field(default="", max_length=64)
