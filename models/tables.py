@@ -190,10 +190,12 @@ class PlateReadRow(SQLModel, table=True):
     """Every plate read, accepted or rejected, with its evidence (the reads log)."""
 
     __tablename__ = "plate_reads"
+    # Every reads-log query is newest first with keyset on (at, id): each index ends in (at, id), so a
+    # filtered page is one index range read in order (PostgreSQL does not add the id by itself).
     __table_args__ = (
         Index("ix_plate_reads_at_id", "at", "id"),
-        Index("ix_plate_reads_plate_at", "plate", "at"),
-        Index("ix_plate_reads_camera_at", "camera", "at"),
+        Index("ix_plate_reads_plate_at_id", "plate", "at", "id"),
+        Index("ix_plate_reads_camera_at_id", "camera", "at", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(sa_type=UTCDateTime)

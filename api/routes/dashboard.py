@@ -19,14 +19,12 @@ from sqlalchemy import func
 from sqlmodel import select
 from starlette.datastructures import UploadFile
 
-from api.deps import Admin, Ctx, DbSession, Operator, Principal, Viewer
+from api.deps import Ctx, DbSession, Operator, Principal, Viewer
 from api.routes import alerts as alerts_api
 from api.routes import audit as audit_api
 from api.routes import cameras as cameras_api
 from api.routes import csms as csms_api
 from api.routes import enforcement as enf_api
-from api.routes import outbox as outbox_api
-from api.routes import users as users_api
 from api.templating import render
 from models.tables import Penalty, PlateReadRow, Presence, Role, VisitRow
 
@@ -265,54 +263,38 @@ async def act_on_penalty(violation_id: str, action: Literal["issue", "waive"], r
 
 @router.get("/reads", response_class=HTMLResponse)
 def reads_page(request: Request, ctx: Ctx, db: DbSession, principal: Viewer, camera: str = "", plate: str = "",
-               since: str = "", until: str = "", min_conf: str = "", before_id: int | None = None,
-               limit: int = 50) -> HTMLResponse:
-    """Newest first; keyset pagination on (at, id) through `before_id`, so pages stay stable."""
-    limit = max(1, min(limit, 200))
+               fuzzy: str = "", since: str = "", until: str = "", min_conf: str = "", accepted: str = "",
+               cursor: str = "", limit: int = 50) -> HTMLResponse:
+    """Newest first, through api/reads.py like GET /api/v1/reads; `cursor` pages stay stable under inserts."""
+    from api import reads as reads_q
+
+    limit = max(1, min(limit, reads_q.MAX_LIMIT))
+    filters = {"camera": camera, "plate": plate, "fuzzy": fuzzy, "since": since, "until": until,
+               "min_conf": min_conf, "accepted": accepted}
     errors: dict[str, str] = {}
-    q = select(PlateReadRow)
-    if camera:
-        q = q.where(PlateReadRow.camera == camera)
-    if plate:
-        from enforcement.lists import normalise_plate
-
-        q = q.where(PlateReadRow.plate == normalise_plate(plate))
-    for key, raw, op in (("since", since, "ge"), ("until", until, "lt")):
-        if raw:
-            try:
-                when = datetime.fromisoformat(raw)
-            except ValueError:
-                errors[key] = "use a date and time, e.g. 2026-11-02T09:00"
-                continue
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=datetime.now().astimezone().tzinfo)
-            q = q.where(PlateReadRow.at >= when if op == "ge" else PlateReadRow.at < when)
-    if min_conf:
-        try:
-            q = q.where(PlateReadRow.confidence >= float(min_conf))
-        except ValueError:
-            errors["min_conf"] = "a number from 0 to 1"
-    if before_id:
-        anchor = db.get(PlateReadRow, before_id)
-        if anchor is not None:
-            q = q.where((PlateReadRow.at < anchor.at) | ((PlateReadRow.at == anchor.at)
-                                                         & (PlateReadRow.id < anchor.id)))  # type: ignore[operator]
-    q = q.order_by(PlateReadRow.at.desc(), PlateReadRow.id.desc()).limit(limit + 1)  # type: ignore[attr-defined,union-attr]
-    rows = list(db.exec(q))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    filters = {"camera": camera, "plate": plate, "since": since, "until": until, "min_conf": min_conf}
+    result = reads_q.ReadPage(rows=[], next=None)
+    try:
+        # datetime-local inputs carry no zone: they are the operator's wall clock, taken as the server's.
+        f = reads_q.parse_form(filters, local_tz=datetime.now().astimezone().tzinfo)
+        start = reads_q.Cursor.decode(cursor) if cursor else None
+    except reads_q.FilterError as exc:
+        errors = exc.errors
+    else:
+        reads_q.prime(db)
+        result = reads_q.fetch(db, f, start, limit)
     next_url = None
-    if more and rows:
+    if result.next is not None:
         next_url = "/dash/reads?" + urlencode({**{k: v for k, v in filters.items() if v},
-                                               "before_id": rows[-1].id, "limit": limit})
-    cams = sorted({c.name for c in cameras_api.list_cameras(ctx, db, principal)})
-    return page(request, "dash/reads.html", principal, rows=rows, filters=filters, errors=errors,
-                next_url=next_url, camera_names=cams, status_code=422 if errors else 200)
+                                               "cursor": result.next.encode(), "limit": limit})
+    cams = sorted({c.name for c in cameras_api.list_cameras(ctx, db, principal)} | ({camera} if camera else set()))
+    return page(request, "dash/reads.html", principal, rows=result.rows, filters=filters, errors=errors,
+                next_url=next_url, camera_names=cams, matched_plates=result.matched_plates,
+                matched_truncated=result.matched_truncated,
+                status_code=422 if errors else 200)
 
 
 
-# --- visits, chargers, outbox, audit, users (read-only views) -----------------------------------
+# --- visits, chargers, audit (read-only; outbox and users are in dash_admin.py) ---------------
 
 
 @router.get("/visits", response_class=HTMLResponse)
@@ -329,12 +311,6 @@ def chargers_page(request: Request, db: DbSession, principal: Viewer) -> HTMLRes
     return page(request, "dash/chargers.html", principal, chargers=csms_api.list_chargers(db, principal))
 
 
-@router.get("/outbox", response_class=HTMLResponse)
-def outbox_page(request: Request, db: DbSession, principal: Operator) -> HTMLResponse:
-    return page(request, "dash/outbox.html", principal,
-                messages=outbox_api.outbox(db, principal, state=None, limit=100, offset=0))
-
-
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, db: DbSession, principal: Operator, entity: str = "", actor: str = "",
                before_id: int | None = None) -> HTMLResponse:
@@ -347,8 +323,3 @@ def audit_page(request: Request, db: DbSession, principal: Operator, entity: str
                                                "before_id": rows[-1].id})
     return page(request, "dash/audit.html", principal, rows=rows, filters={"entity": entity, "actor": actor},
                 next_url=next_url)
-
-
-@router.get("/users", response_class=HTMLResponse)
-def users_page(request: Request, db: DbSession, principal: Admin) -> HTMLResponse:
-    return page(request, "dash/users.html", principal, users=users_api.list_users(db, principal, offset=0, limit=500))
