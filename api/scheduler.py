@@ -11,6 +11,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlmodel import delete
 
 from api.context import AppContext
+from api.runtime_settings import effective_retention
 from models.tables import (
     AuditLog,
     IntakeReceipt,
@@ -35,7 +36,7 @@ def purge_expired(ctx: AppContext) -> dict[str, int]:
             delete(LoginThrottle).where(LoginThrottle.window_started_at < stale)
             .where((LoginThrottle.locked_until == None) | (LoginThrottle.locked_until < now))  # noqa: E711
         ).rowcount
-        retention = ctx.settings.retention
+        retention = effective_retention(ctx, db)  # settings page edits apply at the next run
         cutoff = now - timedelta(days=retention.audit_days)
         counts["audit"] = db.exec(delete(AuditLog).where(AuditLog.at < cutoff)).rowcount
         reads_cutoff = now - timedelta(days=retention.reads_days)

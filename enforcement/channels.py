@@ -110,19 +110,22 @@ class TemplateSpec:
     urls: frozenset[str] = field(default_factory=frozenset)  # must be http(s): they end up in href attributes
 
 
+# The operator's details from the site settings, printed at the foot of driver notices when given.
+SITE_KEYS = frozenset({"operator_name", "operator_address", "operator_registration", "contact_email", "contact_phone"})
+
 TEMPLATES: dict[str, TemplateSpec] = {
     "penalty_warning": TemplateSpec(
         required=frozenset(
             {"plate", "bay", "site", "grace_ends_at", "minutes_left", "fee_per_minute", "fee_cap", "currency"}
         ),
-        optional=frozenset({"driver_url"}),
+        optional=frozenset({"driver_url"}) | SITE_KEYS,
         urls=frozenset({"driver_url"}),
     ),
     "penalty_notice": TemplateSpec(
         required=frozenset(
             {"plate", "bay", "site", "amount", "currency", "rule", "started_at", "ended_at", "driver_url"}
         ),
-        optional=frozenset({"minutes_billed"}),
+        optional=frozenset({"minutes_billed"}) | SITE_KEYS,
         urls=frozenset({"driver_url"}),
     ),
     "blacklist_alert": TemplateSpec(

@@ -112,6 +112,28 @@ class MailSettings(Strict):
         return self
 
 
+_ONE_LINE = r"^[^\r\n]*[^\s][^\r\n]*$"
+
+
+class SiteSettings(Strict):
+    """Who runs the site, as drivers see it on notices (the page and the e-mails)."""
+
+    # One line, not blank: the name ends up in e-mail subjects, where a line break is refused.
+    name: str | None = Field(
+        None, max_length=200, pattern=_ONE_LINE, description="Site name shown to drivers; none: site_name."
+    )
+    legal_name: str | None = Field(None, max_length=200, pattern=_ONE_LINE, description="Operator's legal name.")
+    registration_number: str | None = Field(
+        None, max_length=64, pattern=_ONE_LINE, description="Company or trade registration number."
+    )
+    address: str | None = Field(None, min_length=1, max_length=500, description="Postal address (several lines).")
+    contact_email: EmailStr | None = Field(None, description="Where drivers write with questions.")
+    contact_phone: str | None = Field(
+        None, pattern=r"^\+?[0-9][0-9 ()./-]{3,30}$", description="Phone number for drivers (digits, +, spaces)."
+    )
+    website: str | None = Field(None, max_length=300, pattern=r"^https?://[^\s<>\"]+$", description="Site web page.")
+
+
 class NotificationSettings(Strict):
     public_url: str = Field("http://127.0.0.1:8080", pattern=r"^https?://", description="Base of driver links.")
     driver_link_days: int = Field(30, ge=1, le=365, description="How long a notice's driver link works.")
@@ -185,6 +207,9 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535, description="API listen port.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Root log level.")
     site_name: str = Field("Baywarden site", min_length=1, max_length=200, description="Shown to drivers.")
+    site: SiteSettings | None = Field(
+        None, description="Operator and contact details for notices; its name, when set, wins over site_name."
+    )
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     components: ComponentSettings = Field(default_factory=ComponentSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)

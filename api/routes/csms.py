@@ -1,6 +1,7 @@
 """CSMS intake (signed webhooks, OCPI 2.2.1 sessions) and the charger state read API.
 
-Each CSMS is configured in `csms_intakes` with `auth: hmac` or `auth: bearer`:
+Each CSMS is configured in `csms_intakes` (or on the settings page; read per request, so an edit or a
+rotated secret applies at once) with `auth: hmac` or `auth: bearer`:
 
 * hmac: headers `X-Baywarden-CSMS: <name>`, `X-Baywarden-Timestamp: <unix seconds>` and
   `X-Baywarden-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>`. A timestamp
@@ -22,6 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
+from api import runtime_settings
 from api.deps import Ctx, DbSession, Viewer
 from models.events import EventEnvelope
 from models.eventstore import ingest
@@ -101,7 +103,7 @@ async def csms_event(request: Request, ctx: Ctx, db: DbSession) -> IntakeResult:
     """A CitrineOS-style raw-frame webhook or one event in our own JSON form (see module docs)."""
     now = ctx.clock()
     body = await _read_body(request)
-    intake = authenticate_csms(request, body, ctx.settings.csms_intakes, db, now)
+    intake = authenticate_csms(request, body, runtime_settings.effective_intakes(ctx, db), db, now)
     try:
         form, parsed = parse_body(body)
         if form == "own":
@@ -138,7 +140,7 @@ async def _ocpi_session(request: Request, ctx: Any, db: Session, cc: str, party:
                         partial: bool) -> JSONResponse:
     now = ctx.clock()
     body = await _read_body(request)
-    intake = authenticate_csms(request, body, ctx.settings.csms_intakes, db, now)
+    intake = authenticate_csms(request, body, runtime_settings.effective_intakes(ctx, db), db, now)
     if len(cc) != 2 or len(party) != 3 or not session_id or len(session_id) > 36:
         return _ocpi(status=2001, message="bad country_code, party_id or session_id", http=400, now=now)
     key = f"{intake.name}:{cc.upper()}:{party.upper()}:{session_id}"

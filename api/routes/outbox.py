@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from api import runtime_settings
 from api.deps import Ctx, DbSession, Operator, client_ip
 from enforcement.outbox import count_by_state, enqueue, list_messages, resend
 from models import audit
@@ -46,12 +47,14 @@ class TestEmail(BaseModel):
 @router.post("/settings/test-email", response_model=OutboxMessagePublic, status_code=202)
 def test_email(body: TestEmail, request: Request, ctx: Ctx, db: DbSession, op: Operator) -> OutboxMessage:
     """Queue a test e-mail through the configured mail server (watch its state in the outbox)."""
-    if ctx.settings.mail is None:
-        raise HTTPException(409, "no mail server is configured (the `mail:` section of the config)")
+    # The mail server and site as they are now (settings page edits included), not as the service started.
+    if runtime_settings.effective_mail(ctx, db) is None:
+        raise HTTPException(409, "no mail server is configured (the settings page or the `mail:` section)")
     now = ctx.clock()
+    site = runtime_settings.site_name(ctx, db)
     row = enqueue(db, idempotency_key=f"test-email:{op.name}:{now.isoformat()}", channel="email", recipient=body.to,
-                  template="test_email", subject=f"Baywarden test e-mail from {ctx.settings.site_name}",
-                  context={"site": ctx.settings.site_name, "requested_by": op.name, "sent_at": now.isoformat()},
+                  template="test_email", subject=f"Baywarden test e-mail from {site}",
+                  context={"site": site, "requested_by": op.name, "sent_at": now.isoformat()},
                   now=now)
     audit.record(db, actor=op.name, action="test_email", entity="outbox", entity_id=row.id, after={"to": body.to},
                  ip=client_ip(request), at=now)
