@@ -60,7 +60,9 @@ def update_user(user_id: str, body: UserUpdate, request: Request, ctx: Ctx, db: 
     if user is None:
         raise HTTPException(404, "no such user")
     before = audit.snapshot(UserPublic.model_validate(user))
-    changes = body.model_dump(exclude_unset=True)
+    # An explicit null leaves a field as it is (a null role or state would corrupt the row and dodge the
+    # last-admin guard below); only the e-mail may be cleared with null.
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "email"}
     demoting = changes.get("role", user.role) != Role.admin or changes.get("is_active", True) is False
     if user.role == Role.admin and demoting and _admins_left(db, user.id) == 0:
         raise HTTPException(409, "cannot remove the last active admin")

@@ -1,0 +1,265 @@
+"""Dashboard pages for administration and figures: users and roles, the notification outbox, occupancy
+charts and the about page. Same pattern as `api/routes/dashboard.py`: actions call the JSON routes' own
+functions (validation and audit stay in one place), errors come back as 422 next to the field, and a
+success redirects (PRG)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from api.deps import SESSION_COOKIE, Admin, Ctx, DbSession, Operator, Principal, Viewer, client_ip
+from api.routes import auth as auth_api
+from api.routes import outbox as outbox_api
+from api.routes import stats as stats_api
+from api.routes import users as users_api
+from api.routes.dashboard import back, field_errors, form_dict, page
+from models.outbox import OutboxState
+from models.tables import Role, User, UserCreate, UserUpdate
+
+router = APIRouter(prefix="/dash", include_in_schema=False)
+
+ROLES = [Role.viewer, Role.operator, Role.admin]  # `device` is for tokens, never for people
+
+
+def _url(path: str, **query: Any) -> str:
+    q = {k: v for k, v in query.items() if v not in (None, "")}
+    return f"{path}?{urlencode(q)}" if q else path
+
+
+def _detail(exc: HTTPException) -> str:
+    return exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+
+
+# --- users and roles ------------------------------------------------------------------------
+
+
+def _users_page(request: Request, db: DbSession, admin: Principal, status_code: int = 200,
+                **context: Any) -> HTMLResponse:
+    context.setdefault("form", {"role": Role.viewer.value})
+    context.setdefault("errors", {})
+    context.setdefault("edit", {"id": None, "form": {}, "errors": {}})
+    return page(request, "dash/users.html", admin, status_code=status_code, roles=ROLES,
+                users=users_api.list_users(db, admin, offset=0, limit=500),
+                me=admin.user.id if admin.user else None, **context)
+
+
+@router.get("/users", response_class=HTMLResponse)
+def users_page(request: Request, db: DbSession, principal: Admin, msg: str = "", error: str = "") -> HTMLResponse:
+    return _users_page(request, db, principal, message=msg, error=error)
+
+
+@router.post("/users", response_class=HTMLResponse)
+async def create_user(request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> Response:
+    form = await form_dict(request)
+    data = {"username": form.get("username", ""), "full_name": form.get("full_name", ""),
+            "email": form.get("email") or None, "role": form.get("role", ""), "password": form.get("password", "")}
+    try:
+        body = UserCreate.model_validate(data)
+        users_api.add_user(body, request, ctx, db, admin)
+    except ValidationError as exc:
+        return _users_page(request, db, admin, 422, form=_no_password(form), errors=field_errors(exc))
+    except HTTPException as exc:
+        return _users_page(request, db, admin, 422, form=_no_password(form), errors={"username": _detail(exc)})
+    return back(_url("/dash/users", msg=f"User {body.username} created"))
+
+
+def _no_password(form: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in form.items() if k != "password"}  # never echoed back into the page
+
+
+def _edit_error(request: Request, db: DbSession, admin: Principal, user_id: str, form: dict[str, str],
+                errors: dict[str, str]) -> HTMLResponse:
+    return _users_page(request, db, admin, 422, edit={"id": user_id, "form": _no_password(form), "errors": errors})
+
+
+def _after_self_change(admin: Principal, user: User, message: str) -> Response:
+    """After changing one's own account the users page may be out of reach: go where the session still works."""
+    if admin.user is None or user.id != admin.user.id:
+        return back(_url("/dash/users", msg=message))
+    if not user.is_active:
+        return back(_url("/login", next="/dash"))  # the update ended every session of the account
+    if user.role != Role.admin:
+        return back("/dash")
+    return back(_url("/dash/users", msg=message))
+
+
+@router.post("/users/{user_id}", response_class=HTMLResponse)
+async def update_user(user_id: str, request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> Response:
+    form = await form_dict(request)
+    data = {"full_name": form.get("full_name", ""), "email": form.get("email") or None,
+            "role": form.get("role", ""), "is_active": form.get("is_active") == "on"}
+    try:
+        user = users_api.update_user(user_id, UserUpdate.model_validate(data), request, ctx, db, admin)
+    except ValidationError as exc:
+        return _edit_error(request, db, admin, user_id, form, field_errors(exc))
+    except HTTPException as exc:
+        if exc.status_code == 404:
+            return back(_url("/dash/users", error=_detail(exc)))
+        # The last-admin guard: the role or the active switch is what the admin must change back.
+        key = "is_active" if data["is_active"] is False and data["role"] == Role.admin.value else "role"
+        return _edit_error(request, db, admin, user_id, form, {key: _detail(exc)})
+    return _after_self_change(admin, user, f"User {user.username} updated")
+
+
+@router.post("/users/{user_id}/password", response_class=HTMLResponse)
+async def reset_password(user_id: str, request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> Response:
+    form = await form_dict(request)
+    try:
+        body = UserUpdate.model_validate({"password": form.get("password", "")})
+        user = users_api.update_user(user_id, body, request, ctx, db, admin)
+    except ValidationError as exc:
+        return _edit_error(request, db, admin, user_id, form, field_errors(exc))
+    except HTTPException as exc:
+        return back(_url("/dash/users", error=_detail(exc)))
+    if admin.user is not None and user.id == admin.user.id:
+        return back(_url("/login", next="/dash/users"))  # a new password ends one's own sessions too
+    return back(_url("/dash/users", msg=f"Password of {user.username} reset; their sessions were ended"))
+
+
+@router.post("/users/{user_id}/delete", response_class=HTMLResponse)
+def delete_user(user_id: str, request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> Response:
+    user = db.get(User, user_id)
+    name = user.username if user else user_id
+    try:
+        users_api.delete_user(user_id, request, ctx, db, admin)
+    except HTTPException as exc:
+        return _users_page(request, db, admin, 422, error=f"{name}: {_detail(exc)}")
+    return back(_url("/dash/users", msg=f"User {name} deleted"))
+
+
+@router.post("/switch-user")
+async def switch_user(request: Request, ctx: Ctx, db: DbSession, principal: Viewer) -> Response:
+    """Log out and open the login form, keeping the page to return to (`next`) for the next user."""
+    form = await form_dict(request)
+    target = auth_api._safe_next(form.get("next") or "/dash")
+    if principal.session is not None:
+        auth_api._end_session(ctx, db, principal, client_ip(request))
+    resp = RedirectResponse(_url("/login", next=target), status_code=303)
+    resp.delete_cookie(SESSION_COOKIE)
+    return resp
+
+
+# --- notifications outbox -------------------------------------------------------------------
+
+OUTBOX_PAGE = 50
+RESENDABLE = {OutboxState.failed, OutboxState.dead}
+
+
+@router.get("/outbox", response_class=HTMLResponse)
+def outbox_page(request: Request, db: DbSession, principal: Operator, state: str = "", offset: int = 0,
+                msg: str = "", error: str = "") -> HTMLResponse:
+    """Newest changes first, `OUTBOX_PAGE` a page (offset: the list is short-lived, sent rows are purged)."""
+    chosen = OutboxState(state) if state in OutboxState.__members__ else None
+    offset = max(0, offset)
+    rows = outbox_api.outbox(db, principal, state=chosen, limit=OUTBOX_PAGE + 1, offset=offset)
+    more, rows = len(rows) > OUTBOX_PAGE, rows[:OUTBOX_PAGE]
+    counts = outbox_api.outbox_counts(db, principal)
+    state_q = chosen.value if chosen else ""
+    return page(request, "dash/outbox.html", principal, messages=rows, counts=counts, total=sum(counts.values()),
+                state=state_q, states=[s.value for s in OutboxState], resendable={s.value for s in RESENDABLE},
+                message=msg, error=error, offset=offset,
+                prev_url=_url("/dash/outbox", state=state_q, offset=max(0, offset - OUTBOX_PAGE) or None)
+                if offset else None,
+                next_url=_url("/dash/outbox", state=state_q, offset=offset + OUTBOX_PAGE) if more else None)
+
+
+@router.post("/outbox/{message_id}/resend")
+async def resend_message(message_id: str, request: Request, ctx: Ctx, db: DbSession, op: Operator) -> Response:
+    form = await form_dict(request)
+    state = form.get("state", "")
+    try:
+        outbox_api.resend_message(message_id, request, ctx, db, op)
+    except HTTPException as exc:
+        return back(_url("/dash/outbox", state=state, error=_detail(exc)))
+    return back(_url("/dash/outbox", state=state, msg="Message queued to be sent again"))
+
+
+# --- occupancy and idle charts --------------------------------------------------------------
+
+PLOT_H = 140  # px of 100 %
+LEFT, RIGHT, TOP, BOTTOM = 48, 12, 12, 46
+DAY_CHOICES = (1, 7, 14, 30)
+
+
+def fmt_min(minutes: float) -> str:
+    """90.4 -> '1 h 30 min'; for tooltips and the table."""
+    m = round(minutes)
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
+
+
+@dataclass(frozen=True)
+class Bar:
+    day: str
+    label: str  # x axis text, empty when thinned out
+    x: float
+    width: float
+    occ_y: float
+    occ_h: float  # the whole occupied share, from the axis up
+    idle_y: float
+    idle_h: float  # the idle part, drawn on top of the occupied bar
+    title: str
+
+
+@dataclass(frozen=True)
+class BayChart:
+    bay_id: str
+    width: int
+    height: int
+    bars: list[Bar]
+    ticks: list[tuple[float, str]]  # (y, label)
+    summary: str  # text alternative of the whole chart
+
+
+def _short_day(d: date) -> str:
+    return d.strftime("%a %d")
+
+
+def bay_chart(bay: stats_api.BayStatsOut) -> BayChart:
+    """Geometry of one bay's chart: a bar per day, its height the occupied share of the day (of the elapsed
+    part today), the idle part in another colour on top of it."""
+    n = max(1, len(bay.days))
+    slot = 44 if n <= 14 else max(12, 640 // n)
+    step = max(1, -(-44 // slot))  # label every `step`th day: a label needs about 44 px
+    bars = []
+    for i, d in enumerate(bay.days):
+        day = date.fromisoformat(d.date)
+        occ_h = PLOT_H * min(d.occupancy_pct, 100.0) / 100
+        idle_h = min(occ_h, PLOT_H * min(d.idle_pct, 100.0) / 100)
+        base = TOP + PLOT_H
+        title = (f"Bay {bay.bay_id}, {day.strftime('%a %Y-%m-%d')}: occupied {fmt_min(d.occupied_min)} "
+                 f"({d.occupancy_pct:.0f} %), idle {fmt_min(d.idle_min)} ({d.idle_pct:.0f} %), "
+                 f"{d.visits} visit{'s' if d.visits != 1 else ''}")
+        bars.append(Bar(day=d.date, label=_short_day(day) if (n - 1 - i) % step == 0 else "",
+                        x=LEFT + i * slot + slot * 0.15, width=round(slot * 0.7, 1),
+                        occ_y=round(base - occ_h, 1), occ_h=round(occ_h, 1),
+                        idle_y=round(base - occ_h, 1), idle_h=round(idle_h, 1), title=title))
+    ticks = [(TOP + PLOT_H - PLOT_H * p / 100, f"{p} %") for p in (0, 25, 50, 75, 100)]
+    summary = (f"Bay {bay.bay_id}: occupied {fmt_min(bay.occupied_min)} and idle {fmt_min(bay.idle_min)} "
+               f"over {n} day{'s' if n != 1 else ''}")
+    return BayChart(bay_id=bay.bay_id, width=LEFT + n * slot + RIGHT, height=TOP + PLOT_H + BOTTOM, bars=bars,
+                    ticks=ticks, summary=summary)
+
+
+@router.get("/charts", response_class=HTMLResponse)
+def charts_page(request: Request, ctx: Ctx, db: DbSession, principal: Viewer, days: int = 7,
+                bay_id: str = "") -> HTMLResponse:
+    days = min(max(days, 1), 90)
+    data = stats_api.bay_stats(db, ctx, principal, days=days, bay_id=bay_id or None)
+    return page(request, "dash/charts.html", principal, stats=data, charts=[bay_chart(b) for b in data.bays],
+                days=days, bay_id=bay_id, day_choices=sorted({*DAY_CHOICES, days}), fmt_min=fmt_min,
+                bay_ids=stats_api.bay_ids(db, ctx.settings), plot={"left": LEFT, "top": TOP, "h": PLOT_H})
+
+
+# --- about ----------------------------------------------------------------------------------
+
+
+@router.get("/about", response_class=HTMLResponse)
+def about_page(request: Request, ctx: Ctx, principal: Viewer) -> HTMLResponse:
+    return page(request, "dash/about.html", principal, about=stats_api.about(ctx, principal))
