@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,8 +22,12 @@ from api.routes import (
     alerts,
     audit,
     auth,
+    bays,
     cameras,
     csms,
+    dash_admin,
+    dash_bays,
+    dash_settings,
     dashboard,
     driver,
     enforcement,
@@ -30,9 +36,12 @@ from api.routes import (
     health,
     outbox,
     pages,
+    reads,
+    stats,
     tokens,
     users,
 )
+from api.routes import settings as settings_api  # not `settings`: create_app's parameter is named so
 from api.scheduler import SchedulerComponent
 from api.templating import make_templates
 from models.base import Clock, IdFactory, new_id, utcnow
@@ -40,6 +49,22 @@ from models.db import make_engine
 from models.settings import Settings
 
 VERSION = "0.1.0"
+log = logging.getLogger(__name__)
+
+
+def sync_config(ctx: AppContext) -> None:
+    """Mirror the config file's cameras and bays into their tables (the file is their source of truth)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from api.routes.cameras import sync_config_cameras
+    from enforcement.config import sync_config_bays
+
+    try:
+        with ctx.session() as db:
+            sync_config_cameras(db, ctx.settings.cameras, ctx.clock())
+            sync_config_bays(db, ctx.settings.enforcement, ctx.clock())
+    except SQLAlchemyError as exc:  # the app still starts, /readyz reports the database
+        log.warning("config cameras/bays not synced, database unavailable: %s", str(exc).splitlines()[0])
 
 
 def build_context(
@@ -63,6 +88,7 @@ def build_context(
             from api.enforcement_control import EnforcementComponent
 
             engine_part = EnforcementComponent(ctx, notify=ctx.notify)
+            ctx.enforcement = engine_part
             components.append(engine_part)
             if scheduler is not None:
                 scheduler.add_job("enforcement-sweep", engine_part.request_sweep, settings.enforcement.sweep_every_s)
@@ -96,6 +122,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
+            await asyncio.to_thread(sync_config, ctx)
             await ctx.start_components()
             yield
         finally:
@@ -106,11 +133,14 @@ def create_app(
     app.state.ctx = ctx
     app.state.templates = make_templates()
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-    for module in (health, auth, users, tokens, audit, alerts, events, evidence, cameras, csms, enforcement, outbox,
-                   driver, pages):
+    for module in (health, auth, users, tokens, audit, alerts, events, evidence, cameras, csms, enforcement, bays,
+                   outbox, driver, pages, stats, dash_admin,
+                   reads,
+                   settings_api, dash_settings):
         app.include_router(module.router)
     app.include_router(cameras.recognition)
     app.include_router(dashboard.router)
+    app.include_router(dash_bays.router)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, _exc: LoginRequired) -> Response:

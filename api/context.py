@@ -79,6 +79,8 @@ class AppContext:
     started: list[Component] = field(default_factory=list)
     # Run-time control of the camera workers (None when components.cameras is off).
     cameras: Any = None
+    # The enforcement engine (None when components.enforcement is off); `reload()` after config edits.
+    enforcement: Any = None
     _intake_decoder: Any = None
     # Enqueues notifications inside the caller's transaction (api.notify.Notifier).
     notify: Any = None

@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from api.context import AppContext
 from api.routes.cameras import sync_config_cameras
+from enforcement.config import effective, sync_config_bays
 from enforcement.service import EnforcementService, camera_zones
 from models.events import EventEnvelope
 from models.tables import Camera, ConsumerCursor, StoredEvent
@@ -40,14 +41,28 @@ class EnforcementComponent:
         self._halt = threading.Event()
         self._sweep_due = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reload_waiters: list[threading.Event] = []
         self.lag = 0
 
-    def _build(self) -> EnforcementService:
+    def _build(self, sync: bool = True) -> EnforcementService:
+        """The service over the effective bays and rules (file + operators' edits) and the cameras' zones."""
         with self.ctx.session() as db:
-            sync_config_cameras(db, self.ctx.settings.cameras, self.ctx.clock())
+            if sync:
+                sync_config_cameras(db, self.ctx.settings.cameras, self.ctx.clock())
+                sync_config_bays(db, self.ctx.settings.enforcement, self.ctx.clock())
+            cfg = effective(db, self.ctx.settings.enforcement)
             cams = list(db.exec(select(Camera)))
-        return EnforcementService(self.ctx.engine, self.ctx.settings.enforcement, camera_zones(cams),
-                                  self.ctx.clock, self.notify)
+        return EnforcementService(self.ctx.engine, cfg, camera_zones(cams), self.ctx.clock, self.notify)
+
+    async def reload(self) -> None:
+        """Rebuild the service after bays, rules or camera zones were edited. The swap happens on the
+        engine thread between two events, so no event sees half of the old and half of the new set-up."""
+        done = threading.Event()
+        self._reload_waiters.append(done)
+        self._wake.set()
+        if self._thread is None or not self._thread.is_alive():
+            self._apply_reload()
+        await asyncio.to_thread(done.wait, 15)
 
     async def start(self) -> None:
         self.service = await asyncio.to_thread(self._build)
@@ -77,6 +92,8 @@ class EnforcementComponent:
     def _run(self) -> None:
         while not self._halt.is_set():
             try:
+                if self._reload_waiters:
+                    self._apply_reload()
                 busy = self.drain()
                 if self._sweep_due.is_set():
                     self._sweep_due.clear()
@@ -88,6 +105,17 @@ class EnforcementComponent:
             if not busy:
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
+
+    def _apply_reload(self) -> None:
+        waiters, self._reload_waiters = self._reload_waiters, []
+        try:
+            self.service = self._build(sync=False)
+            log.info("enforcement reloaded: %d bays", len(self.service.bays))
+        except Exception:
+            log.exception("enforcement reload failed; the previous set-up stays in force")
+        finally:
+            for w in waiters:
+                w.set()
 
     def drain(self, batch: int = 200) -> bool:
         """Apply the next stored events in sequence order; True when there may be more."""

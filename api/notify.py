@@ -14,9 +14,11 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlmodel import Session, select
 
+from api import runtime_settings
 from api.context import AppContext
 from enforcement.outbox import enqueue
 from models.outbox import PushSubscription
+from models.settings import MailSettings
 from models.tables import Role, User, Vehicle
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class Notifier:
                      context: dict[str, Any], attachments: list[str]) -> None:
         email, subs = self._driver_targets(db, plate)
         now = self.ctx.clock()
-        if email and self.ctx.settings.mail is not None:
+        if email and runtime_settings.effective_mail(self.ctx, db) is not None:
             enqueue(db, idempotency_key=f"{key}:email", channel="email", recipient=email, template=template,
                     context=context, subject=subject, attachments=attachments, now=now)
         if self.ctx.settings.notifications.vapid_private_key is not None:
@@ -105,20 +107,24 @@ class Notifier:
 
     def _penalty_warning(self, db: Session, p: dict[str, Any]) -> None:
         starts = datetime.fromisoformat(p["fee_starts_at"])
-        rules = self.ctx.settings.enforcement.rules
+        site = runtime_settings.effective_site(self.ctx, db)  # read now: an edit on the settings page applies
         context = {
-            "plate": p.get("plate") or "", "bay": p["bay_id"], "site": self.ctx.settings.site_name,
+            "plate": p.get("plate") or "", "bay": p["bay_id"], "site": site.name,
+            **runtime_settings.site_context(site),
             "grace_ends_at": starts.isoformat(timespec="minutes"),
             "minutes_left": max(0, int((starts - self.ctx.clock()).total_seconds() // 60)),
-            "fee_per_minute": _money(p["fee_per_min"]), "fee_cap": _money(rules.get("idle_fee_cap", "0") or 0),
+            "fee_per_minute": _money(p["fee_per_min"]),
+            # the cap of the visit's own rule snapshot; none: uncapped (the text then names no cap)
+            "fee_cap": _money(p["fee_cap"]) if p.get("fee_cap") is not None else "",
             "currency": p["currency"],
         }
         self._send_driver(db, f"{p['visit_id']}:warning:{starts.isoformat()}", p.get("plate"), "penalty_warning",
                           f"Charging finished at bay {p['bay_id']}: please move your car", context, [])
 
     def _penalty_notice(self, db: Session, p: dict[str, Any]) -> None:
+        site = runtime_settings.effective_site(self.ctx, db)
         context = {
-            "plate": p.get("plate") or "", "bay": p["bay_id"], "site": self.ctx.settings.site_name,
+            "plate": p.get("plate") or "", "bay": p["bay_id"], "site": site.name, **runtime_settings.site_context(site),
             "amount": _money(p["amount"]), "currency": p["currency"], "rule": RULE_TEXT.get(p["kind"], p["kind"]),
             "started_at": p["started_at"], "ended_at": p.get("ended_at") or "",
             "driver_url": driver_url(self.ctx, p["violation_id"]),
@@ -126,15 +132,17 @@ class Notifier:
         if p.get("minutes") is not None:
             context["minutes_billed"] = p["minutes"]
         self._send_driver(db, f"{p['violation_id']}:notice", p.get("plate"), "penalty_notice",
-                          f"Penalty notice for {p.get('plate')} at {self.ctx.settings.site_name}", context,
+                          f"Penalty notice for {p.get('plate')} at {site.name}", context,
                           self._evidence(db, p["visit_id"]))
 
     def _operator_alert(self, db: Session, p: dict[str, Any]) -> None:
-        if self.ctx.settings.mail is None or not self.ctx.settings.notifications.operator_alert_emails:
-            return
         if p.get("kind") != "blacklist":
             return  # other alerts show on the dashboard; only blacklisted vehicles page people by e-mail
-        context = {"plate": p.get("plate") or "?", "bay": p.get("bay_id") or "?", "site": self.ctx.settings.site_name,
+        if (not self.ctx.settings.notifications.operator_alert_emails
+                or runtime_settings.effective_mail(self.ctx, db) is None):
+            return
+        context = {"plate": p.get("plate") or "?", "bay": p.get("bay_id") or "?",
+                   "site": runtime_settings.site_name(self.ctx, db),
                    "seen_at": p["at"], "reason": p.get("detail", ""), "alert_kind": p["kind"],
                    "dashboard_url": self.ctx.settings.notifications.public_url}
         users = db.exec(select(User).where(User.is_active == True).where(User.email != None)  # noqa: E711, E712
@@ -145,13 +153,14 @@ class Notifier:
                     subject=f"Blacklisted vehicle {p.get('plate')} at bay {p.get('bay_id')}", now=self.ctx.clock())
 
 
-def build_channels(ctx: AppContext) -> dict[str, Any]:
+def build_channels(ctx: AppContext, mail: MailSettings | None = None) -> dict[str, Any]:
+    """The channels to send through; e-mail only when a mail server (`mail`) is given."""
     from enforcement.channels import SmtpChannel, WebhookChannel, WebPushChannel
 
     s, n = ctx.settings, ctx.settings.notifications
     channels: dict[str, Any] = {}
-    if s.mail is not None:
-        channels["email"] = SmtpChannel(s.mail, evidence_dir=s.evidence_dir, clock=ctx.clock)
+    if mail is not None:
+        channels["email"] = SmtpChannel(mail, evidence_dir=s.evidence_dir, clock=ctx.clock)
     if n.webhook_url and n.webhook_secret is not None:
         channels["webhook"] = WebhookChannel(n.webhook_url, n.webhook_secret.get_secret_value(), clock=ctx.clock)
     if n.vapid_private_key is not None:
@@ -160,15 +169,28 @@ def build_channels(ctx: AppContext) -> dict[str, Any]:
 
 
 class OutboxDispatcher:
-    """Scheduler job: send what is due. Rows of channels not configured wait until they are."""
+    """Scheduler job: send what is due. Rows of channels not configured wait until they are.
+
+    The mail server is looked up at every run (settings page edits apply without a restart); its
+    SMTP channel is rebuilt only when those settings changed."""
 
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
-        self.channels = build_channels(ctx)
+        self.channels = build_channels(ctx)  # webhook and web push: from the config file
+        self._mail: MailSettings | None = None
+        self._email: Any = None
+
+    def current_channels(self) -> dict[str, Any]:
+        mail = runtime_settings.effective_mail(self.ctx)
+        if mail != self._mail:
+            self._mail = mail
+            self._email = build_channels(self.ctx, mail).get("email")
+        return {**self.channels, "email": self._email} if self._email is not None else self.channels
 
     def __call__(self) -> Any:
         from enforcement.outbox import dispatch_due
 
-        if not self.channels:
+        channels = self.current_channels()
+        if not channels:
             return None
-        return dispatch_due(self.ctx.session, self.channels, self.ctx.clock)
+        return dispatch_due(self.ctx.session, channels, self.ctx.clock)

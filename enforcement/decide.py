@@ -344,6 +344,7 @@ class SendWarning(_Frozen):
     kind: Literal["idle"] = "idle"
     fee_starts_at: AwareDatetime
     fee_per_min: Decimal
+    fee_cap: Decimal | None = None
     currency: str
     plate: str | None
     tx: TxRef | None = None
@@ -1129,6 +1130,7 @@ class _Run:
                     visit_id=v.visit_id,
                     fee_starts_at=starts,
                     fee_per_min=r.idle_fee_per_min,
+                    fee_cap=r.idle_fee_cap,
                     currency=r.currency,
                     plate=v.plate,
                     tx=v.tx,

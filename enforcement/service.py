@@ -59,6 +59,7 @@ CHARGER_EVENTS = (
     TransactionEnded,
     ConnectorAvailable,
 )
+_WIRING = ("kind", "charge_point_id", "evse_id", "connector_id", "cameras")
 ALERT_SEVERITY = {"blacklist": "critical", "return_ban": "warning", "camera_down": "warning", "unknown_bay": "info"}
 
 # Called inside the transaction for what must reach people: (db, kind, payload). The notification
@@ -173,6 +174,9 @@ class EnforcementService:
         q = select(BayStateRow).where(BayStateRow.bay_id == bay_id).with_for_update()
         row = db.exec(q).first()
         state = BayState.model_validate(row.state) if row else self._initial(bay_id)
+        if row:  # the bay's wiring may have been edited since the state was stored; the visit keeps its rules
+            init = self._initial(bay_id)
+            state = state.model_copy(update={k: getattr(init, k) for k in _WIRING})
         decision = decide(state, event, now, self._context(db, bay_id, now))
         for action in decision.actions:
             self._apply(db, bay_id, action, now)

@@ -105,6 +105,14 @@ def _control(ctx: Any) -> Any:
     return ctx.cameras
 
 
+async def _reload(ctx: Any) -> None:
+    """Workers pick up URL/zone edits; the engine learns which bays a camera watches."""
+    if ctx.cameras is not None:
+        await ctx.cameras.reload()
+    if ctx.enforcement is not None:
+        await ctx.enforcement.reload()
+
+
 def _snap(cam: Camera) -> dict[str, Any]:
     return public(cam).model_dump(mode="json", exclude={"status"})
 
@@ -132,8 +140,7 @@ async def add_camera(body: CameraCreate, request: Request, ctx: Ctx, db: DbSessi
     audit.record(db, actor=op.name, action="create", entity="camera", entity_id=cam.name, after=_snap(cam),
                  ip=client_ip(request), at=ctx.clock())
     db.commit()
-    if ctx.cameras is not None:
-        await ctx.cameras.reload()
+    await _reload(ctx)
     return public(cam)
 
 
@@ -152,8 +159,7 @@ async def update_camera(
     audit.record(db, actor=op.name, action="update", entity="camera", entity_id=name, before=before,
                  after=_snap(cam), ip=client_ip(request), at=ctx.clock())
     db.commit()
-    if ctx.cameras is not None:
-        await ctx.cameras.reload()
+    await _reload(ctx)
     return public(cam)
 
 
@@ -166,8 +172,7 @@ async def delete_camera(name: str, request: Request, ctx: Ctx, db: DbSession, op
                  ip=client_ip(request), at=ctx.clock())
     db.delete(cam)
     db.commit()
-    if ctx.cameras is not None:
-        await ctx.cameras.reload()
+    await _reload(ctx)
 
 
 @router.post("/{name}/{action}", response_model=CameraPublic)
