@@ -97,8 +97,9 @@ class EventForwarder:
         self._thread = threading.Thread(target=self._run, name="event-forwarder", daemon=True)
         self._thread.start()
 
-    def stop(self, drain_s: float = 5.0) -> None:
-        """Try to send what is spooled for up to `drain_s`, then stop; the rest stays spooled."""
+    def stop(self, drain_s: float = 5.0) -> int:
+        """Try to send what is spooled for up to `drain_s`, then stop; the rest stays spooled.
+        Returns how many events are left (the spool is closed afterwards)."""
         deadline = time.monotonic() + drain_s
         while len(self.spool) and time.monotonic() < deadline and self.failures == 0:
             self._wake.set()
@@ -108,7 +109,9 @@ class EventForwarder:
         if self._thread is not None:
             self._thread.join(timeout=20)
         self._client.close()
+        left = len(self.spool)
         self.spool.close()
+        return left
 
     def _run(self) -> None:
         backoff = 0.5

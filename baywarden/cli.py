@@ -322,8 +322,8 @@ def worker(
     typer.echo(f"camera {camera} running; forwarding to {central} ({len(forwarder.spool)} events spooled)", err=True)
     done.wait()
     supervisor.stop()
-    forwarder.stop()
-    typer.echo(f"stopped; {len(forwarder.spool)} events left in the spool for the next start", err=True)
+    left = forwarder.stop()
+    typer.echo(f"stopped; {left} events left in the spool for the next start", err=True)
 
 
 @anpr_app.command("eval")
