@@ -131,6 +131,17 @@ class ChargerConnection(_Event):
     protocol: str | None = None
 
 
+class RelayUpstreamChanged(_Event):
+    """The OCPP relay found a CSMS upstream unreachable (a charger's connection could not be forwarded), or
+    reachable again. Emitted on the change only, not for every charger that tried."""
+
+    kind: Literal["relay_upstream"] = "relay_upstream"
+    upstream: str = Field(max_length=300, description="The upstream's URL, credentials redacted.")
+    up: bool
+    detail: str = Field("", max_length=500)
+    charge_point_id: str | None = Field(None, description="The charger whose connection noticed the change.")
+
+
 DomainEvent = Annotated[
     PlateRead
     | VehicleArrived
@@ -143,7 +154,8 @@ DomainEvent = Annotated[
     | ChargingIdle
     | TransactionEnded
     | ConnectorAvailable
-    | ChargerConnection,
+    | ChargerConnection
+    | RelayUpstreamChanged,
     Field(discriminator="kind"),
 ]
 

@@ -19,6 +19,7 @@ from models.events import (
     ConnectorAvailable,
     EventEnvelope,
     PlateRead,
+    RelayUpstreamChanged,
     TransactionEnded,
     TransactionStarted,
     TransactionUpdated,
@@ -60,6 +61,8 @@ def _apply(db: Session, ev: object) -> None:
         if ev.state == "failed":
             db.add(Alert(at=ev.at, kind="camera_failed", severity="critical", subject=ev.camera,
                          title=f"Camera {ev.camera} failed", detail=ev.detail[:2000]))
+    elif isinstance(ev, RelayUpstreamChanged):
+        _upstream_alert(db, ev)
     elif isinstance(ev, PlateRead):
         db.add(
             PlateReadRow(
@@ -90,6 +93,23 @@ def _apply(db: Session, ev: object) -> None:
         )
         row.last_seen, row.departed_at = ev.last_seen, ev.at
         db.add(row)
+
+
+def _upstream_alert(db: Session, ev: RelayUpstreamChanged) -> None:
+    """Down: one critical alert. Up again: the open down alerts of that upstream are closed by the system,
+    and an info alert says so (operators who saw the first should see the second)."""
+    if not ev.up:
+        db.add(Alert(at=ev.at, kind="relay_upstream_down", severity="critical", subject=ev.upstream[:128],
+                     title="CSMS unreachable through the relay", detail=ev.detail[:2000]))
+        return
+    open_rows = db.exec(select(Alert).where(Alert.kind == "relay_upstream_down", Alert.subject == ev.upstream[:128],
+                                            Alert.acknowledged_at.is_(None))).all()  # type: ignore[union-attr]
+    for row in open_rows:
+        row.acknowledged_at, row.acknowledged_by = ev.at, "system"
+        db.add(row)
+    if open_rows:
+        db.add(Alert(at=ev.at, kind="relay_upstream_up", severity="info", subject=ev.upstream[:128],
+                     title="CSMS reachable again through the relay", detail=ev.detail[:2000]))
 
 
 def _touch_charger(db: Session, cp: str, at: datetime) -> None:

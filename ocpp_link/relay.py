@@ -32,7 +32,9 @@ sent nothing for ``ping_interval`` gets a ping of the relay's own (between two c
 not while a ping from the other end is still unanswered there, since a peer may answer only the
 latest ping), its pong is cut out of the stream, and a side silent ``ping_timeout`` longer is closed.
 
-The event sink also gets a `ChargerConnection` when a charger's link opens and after it closed.
+The event sink also gets a `ChargerConnection` when a charger's link opens and after it closed, and a
+`RelayUpstreamChanged` when an upstream CSMS becomes unreachable (connect failure or timeout) or
+reachable again (the stored event raises, then closes, an operator alert).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urljoin, urlsplit
 
-from models.events import ChargerConnection
+from models.events import ChargerConnection, RelayUpstreamChanged
+from models.logsetup import redact, redact_url
 from ocpp_link.handshake import (
     BadHead,
     Deflate,
@@ -389,6 +392,7 @@ class OcppRelay:
         self._background: set[asyncio.Task[None]] = set()
         self._keepalive_task: asyncio.Task[None] | None = None
         self._default_ssl: ssl.SSLContext | None = None
+        self._upstream_up: dict[str, bool] = {}  # upstream URL -> reachable at the last attempt
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -552,7 +556,9 @@ class OcppRelay:
                 async with asyncio.timeout(c.connect_timeout):
                     upstream, raw_101, head_101 = await self._connect_upstream(url, forwarded, auth)
                 subprotocol, deflate = self._check_101(head_101, key, offered, offer is not None)
+                self._upstream_seen(upstream_cfg, True, cp_id, "a charger's connection was forwarded")
             except _Refused as r:
+                self._upstream_seen(upstream_cfg, True, cp_id, f"answered HTTP {r.status}")
                 self.counters.upstream_refused += 1
                 log.info("CSMS refused %s: HTTP %d", cp_id, r.status)
                 headers = [(n, t) for n in _REFUSAL_HEADERS if (t := r.head.text(n.lower())) is not None]
@@ -561,11 +567,13 @@ class OcppRelay:
             except TimeoutError:
                 self.counters.upstream_timeout += 1
                 log.warning("CSMS did not answer in %.1fs for %s", c.connect_timeout, cp_id)
+                self._upstream_seen(upstream_cfg, False, cp_id, f"no answer within {c.connect_timeout:g} s")
                 self._respond(charger, 504, "Upstream timeout\n")
                 return
             except (OSError, BadHead, ValueError) as exc:
                 self.counters.upstream_failed += 1
                 log.warning("cannot reach CSMS for %s: %s", cp_id, exc)
+                self._upstream_seen(upstream_cfg, False, cp_id, str(exc))
                 self._respond(charger, 502, "Upstream unavailable\n")
                 return
 
@@ -766,6 +774,25 @@ class OcppRelay:
         log.info(
             "relay closed %s: charger sent %s, csms sent %s", link.cp_id, _close_text(link.cs), _close_text(link.csms)
         )
+
+    def _upstream_seen(self, upstream: Upstream, up: bool, cp_id: str, detail: str) -> None:
+        """Tell the sink when an upstream changes between reachable and not (the first failure after a
+        success, or after start; the first success after a failure), never once per charger."""
+        key = upstream.url
+        if self._upstream_up.get(key) == up or (up and key not in self._upstream_up):
+            self._upstream_up[key] = up
+            return
+        self._upstream_up[key] = up
+        if self.sink is None:
+            return
+        try:
+            event = RelayUpstreamChanged(at=datetime.now(UTC), upstream=redact_url(key)[:300], up=up,
+                                         detail=redact(detail)[:500], charge_point_id=cp_id)
+            self.sink([event])
+            self.counters.events_emitted += 1
+        except Exception:
+            self.counters.sink_errors += 1
+            log.exception("event sink raised for upstream %s", redact_url(key))
 
     def _emit_connection(self, cp_id: str, connected: bool, protocol: str | None) -> None:
         if self.sink is None:
