@@ -78,6 +78,13 @@ class BlacklistEntry(_Entry):
 
     reason: str = Field("", max_length=500)
     priority: int = Field(5, ge=0, le=9)
+    valid_from: AwareDatetime | None = Field(None, description="Inclusive; None: since always.")
+    valid_until: AwareDatetime | None = Field(None, description="Exclusive; None: no end. Expired: no alert.")
+
+    def is_valid(self, at: datetime) -> bool:
+        return (self.valid_from is None or self.valid_from <= at) and (
+            self.valid_until is None or at < self.valid_until
+        )
 
     def tie_key(self) -> tuple[object, ...]:
         return (-self.priority, self.plate, self.reason)

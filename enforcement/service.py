@@ -203,7 +203,8 @@ class EnforcementService:
                     )
                 )
             else:
-                black.append(BlacklistEntry(plate=e.plate, reason=e.reason, priority=e.priority))
+                black.append(BlacklistEntry(plate=e.plate, reason=e.reason, priority=e.priority,
+                                            valid_from=e.valid_from, valid_until=e.valid_until))
         known = tuple(db.exec(select(Vehicle.plate)))
         open_visits = db.exec(select(func.count()).select_from(VisitRow).where(VisitRow.departed_at == None)).one()  # noqa: E711
         occupancy = 100.0 * open_visits / len(self.bays) if self.bays else None

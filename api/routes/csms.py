@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from api import runtime_settings
 from api.deps import Ctx, DbSession, Viewer
+from api.pagination import (
+    CURSOR_HELP,
+    CURSOR_MAX,
+    after_key,
+    as_utc,
+    cursor_str,
+    cursor_time,
+    decode_cursor,
+    encode_cursor,
+    set_next_headers,
+)
 from models.events import EventEnvelope
 from models.eventstore import ingest
 from models.settings import CsmsIntakeSettings
@@ -222,12 +233,14 @@ def list_chargers(db: DbSession, _: Viewer) -> list[ChargerOut]:
     return out
 
 
-@router.get("/api/v1/transactions", response_model=list[TransactionOut])
-def list_transactions(
-    db: DbSession, _: Viewer, active: bool | None = None, charge_point_id: str | None = None,
-    since: datetime | None = None, limit: int = 100,
-) -> list[Transaction]:
-    q = select(Transaction).order_by(Transaction.started_at.desc()).limit(max(1, min(limit, 500)))  # type: ignore[attr-defined]
+def query_transactions(db: Session, *, active: bool | None = None, charge_point_id: str | None = None,
+                       since: datetime | None = None, until: datetime | None = None, cursor: str | None = None,
+                       limit: int = 100) -> tuple[list[Transaction], str | None]:
+    """One page of transactions, newest start first (ties by charge point, then transaction id), and the
+    next page's cursor."""
+    q = select(Transaction).order_by(Transaction.started_at.desc(),  # type: ignore[attr-defined]
+                                     Transaction.charge_point_id.desc(),  # type: ignore[attr-defined]
+                                     Transaction.transaction_id.desc())  # type: ignore[attr-defined]
     if active is True:
         q = q.where(Transaction.ended_at == None)  # noqa: E711
     elif active is False:
@@ -235,5 +248,31 @@ def list_transactions(
     if charge_point_id:
         q = q.where(Transaction.charge_point_id == charge_point_id)
     if since:
-        q = q.where(Transaction.started_at >= since - timedelta(0))
-    return list(db.exec(q))
+        q = q.where(Transaction.started_at >= as_utc(since))
+    if until:
+        q = q.where(Transaction.started_at < as_utc(until))
+    if cursor:
+        at, cp, tx = decode_cursor(cursor, 3)
+        q = q.where(after_key([Transaction.started_at, Transaction.charge_point_id, Transaction.transaction_id],
+                              [cursor_time(at), cursor_str(cp), cursor_str(tx)]))
+    rows = list(db.exec(q.limit(limit + 1)))
+    last = rows[limit - 1] if len(rows) > limit else None
+    nxt = encode_cursor(last.started_at, last.charge_point_id, last.transaction_id) if last else None
+    return rows[:limit], nxt
+
+
+@router.get("/api/v1/transactions", response_model=list[TransactionOut])
+def list_transactions(
+    request: Request, response: Response, db: DbSession, _: Viewer,
+    active: Annotated[bool | None, Query(description="true: still running (not ended); false: ended")] = None,
+    charge_point_id: str | None = None,
+    since: Annotated[datetime | None, Query(description="Started at or after (ISO 8601; no zone: UTC)")] = None,
+    until: Annotated[datetime | None, Query(description="Started before (ISO 8601; no zone: UTC)")] = None,
+    cursor: Annotated[str | None, Query(max_length=CURSOR_MAX, description=CURSOR_HELP)] = None,
+    limit: Annotated[int, Query(description="Page size, 1 to 500 (values outside are clamped)")] = 100,
+) -> list[Transaction]:
+    """Newest start first. More pages: `X-Next-Cursor` and `Link: <...>; rel="next"` headers."""
+    rows, nxt = query_transactions(db, active=active, charge_point_id=charge_point_id, since=since, until=until,
+                                   cursor=cursor, limit=max(1, min(limit, 500)))
+    set_next_headers(request, response, nxt)
+    return rows

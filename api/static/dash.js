@@ -44,7 +44,10 @@
     if (!url || !window.EventSource) return;
     const source = new EventSource(url);
     source.addEventListener("alert", function (ev) {
-      try { show(JSON.parse(ev.data)); } catch (e) { /* malformed event: ignore */ }
+      let alert = null;
+      try { alert = JSON.parse(ev.data); show(alert); } catch (e) { /* malformed event: ignore */ }
+      // Live sections (the overview's alerts and counts) listen for this and refresh themselves.
+      if (alert) document.body.dispatchEvent(new CustomEvent("bw:alert", { detail: alert }));
     });
     source.addEventListener("open", function () { document.body.dataset.alertsLive = "yes"; });
   }
