@@ -15,64 +15,20 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
+
+from models.logsetup import redact, redact_url
 
 log = logging.getLogger(__name__)
 
 CaptureState = Literal["starting", "running", "reconnecting", "stopped"]
-
-_SECRET_QUERY_KEYS = re.compile(r"pass|pwd|secret|token|key|auth|sig|user|login", re.IGNORECASE)
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
-
-
-def redact_url(url: str) -> str:
-    """`rtsp://user:pw@host/p?password=x` -> `rtsp://***@host/p?password=***`.
-
-    Both the user name and the password go: on camera NVRs the user name is often half the secret.
-    Query parameters that look like credentials (Dahua/Hikvision style `?user=..&password=..`) too.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return redact_text(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_SECRET_QUERY_KEYS.search(k) for k, _ in pairs):
-            query = urlencode(
-                [(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs],
-                safe="*",
-                quote_via=quote,
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def redact_text(text: str) -> str:
-    """Redact the user-info part of any URL found inside free text (exception messages, log lines)."""
-    return _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
-
-
-class RedactingFilter(logging.Filter):
-    """Last line of defence: scrub `scheme://user:pw@` out of every record that passes a handler."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        clean = redact_text(msg)
-        if clean != msg:
-            record.msg, record.args = clean, None
-        return True
 
 
 @dataclass(frozen=True)
@@ -203,6 +159,11 @@ class FrameGrabber:
                 self._cond.wait(left)
         return None
 
+    def peek(self) -> Frame | None:
+        """The newest frame, whether handed out or not, without taking it (for snapshots)."""
+        with self._cond:
+            return self._frame
+
     def _take(self) -> Frame | None:
         frame = self._frame
         if frame is None or frame.seq <= self._taken_seq:
@@ -230,7 +191,7 @@ class FrameGrabber:
     # --- reader thread ------------------------------------------------------------------------
 
     def _set_state(self, state: CaptureState, detail: str) -> None:
-        detail = redact_text(detail)
+        detail = redact(detail)
         with self._cond:
             changed = state != self._state
             self._state, self._detail = state, detail
@@ -294,7 +255,7 @@ class FrameGrabber:
                     self._last_reason = f"no valid frame from {self.safe_url} for {now - last_good:.0f} s"
                     return "read" if got_frame else "open"
         except Exception as exc:  # OpenCV raises cv2.error on some garbage; never leave the thread
-            self._last_reason = f"capture error on {self.safe_url}: {redact_text(str(exc))[:200]}"
+            self._last_reason = f"capture error on {self.safe_url}: {redact(str(exc))[:200]}"
             log.debug("camera %s: capture error", self.name, exc_info=True)
         finally:
             if cap is not None:

@@ -28,10 +28,10 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Literal
 
-from anpr.capture import redact_text
 from anpr.worker import RecognizerFactory, WorkerOptions, WorkerStatus, run_worker
 from models.base import Clock, utcnow
 from models.events import CameraStateChanged
+from models.logsetup import redact
 from models.settings import CameraSettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class _Slot:
     restart_times: deque[float] = field(default_factory=deque)
     restarts: int = 0
     status: WorkerStatus | None = None
+    snap_request: Any = None  # multiprocessing Event: "send me your newest frame"
+    snapshot: tuple[bytes, datetime] | None = None  # the last answer: JPEG and when the frame arrived
+    snapshot_seq: int = 0
 
 
 class CameraSupervisor:
@@ -100,6 +103,7 @@ class CameraSupervisor:
         self._method = start_method
         self._ctx: Any = None
         self._lock = threading.RLock()
+        self._snapshots = threading.Condition(self._lock)
         self._sink_lock = threading.Lock()
         self._halt = threading.Event()
         # Pipes of replaced workers, read until EOF so their last events are not lost.
@@ -213,6 +217,25 @@ class CameraSupervisor:
                 )
             return out
 
+    def snapshot(self, name: str, timeout: float = 2.0) -> tuple[bytes, datetime] | None:
+        """The running worker's newest frame (JPEG, arrival time), asked for over its pipe; None when the
+        worker is not running, has no frame yet, or does not answer within `timeout`."""
+        deadline = self._mono() + timeout
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None or slot.snap_request is None or slot.state != "running":
+                return None
+            if slot.process is None or not slot.process.is_alive():
+                return None
+            seq = slot.snapshot_seq
+            slot.snap_request.set()
+            while slot.snapshot_seq == seq:
+                left = deadline - self._mono()
+                if left <= 0:
+                    return None
+                self._snapshots.wait(left)
+            return slot.snapshot
+
     def pid(self, name: str) -> int | None:
         """The worker's process id (for operators and tests)."""
         with self._lock:
@@ -226,10 +249,11 @@ class CameraSupervisor:
         name = slot.camera.name
         reader, writer = self._ctx.Pipe(duplex=False)
         stop = self._ctx.Event()
+        snap_request = self._ctx.Event()
         proc = self._ctx.Process(
             target=run_worker,
             name=f"camera:{name}",
-            args=(slot.camera, self._factory, writer, stop, self._evidence_dir, self._opts),
+            args=(slot.camera, self._factory, writer, stop, self._evidence_dir, self._opts, snap_request),
             # daemon: a normal parent exit ends them too; after a hard parent death a worker
             # notices its broken pipe within a status interval and exits on its own.
             daemon=True,
@@ -242,14 +266,14 @@ class CameraSupervisor:
             if slot.reader is not None:
                 self._orphans[slot.reader] = slot
             slot.process, slot.stop, slot.reader = None, None, None
-            slot.state, slot.detail = "starting", f"cannot start worker: {redact_text(str(exc))[:200]}"
+            slot.state, slot.detail = "starting", f"cannot start worker: {redact(str(exc))[:200]}"
             log.error("camera %s: %s", name, slot.detail)
             slot.started_at = slot.last_heard = self._mono()
             return
         writer.close()  # the child holds its own copy; ours would hide the child's death (no EOF)
         if slot.reader is not None:
             self._orphans[slot.reader] = slot
-        slot.process, slot.stop, slot.reader = proc, stop, reader
+        slot.process, slot.stop, slot.reader, slot.snap_request = proc, stop, reader, snap_request
         slot.state, slot.detail = "starting", f"worker pid {proc.pid} started"
         slot.started_at = slot.last_heard = self._mono()
         slot.status = None
@@ -375,6 +399,10 @@ class CameraSupervisor:
                         slot.state = "starting"
         elif kind == "log":
             self._log(payload)
+        elif kind == "snapshot":
+            with self._lock:
+                slot.snapshot, slot.snapshot_seq = payload, slot.snapshot_seq + 1
+                self._snapshots.notify_all()
 
     @staticmethod
     def _log(record: logging.LogRecord) -> None:

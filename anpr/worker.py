@@ -33,19 +33,20 @@ from typing import Any, Literal, Protocol
 import cv2
 import numpy as np
 
-from anpr.capture import CaptureOptions, CaptureState, Frame, FrameGrabber, RedactingFilter
+from anpr.capture import CaptureOptions, CaptureState, Frame, FrameGrabber
 from anpr.evidence import save_evidence
 from anpr.grouping import GroupingOptions, PresenceGrouper, Read
 from anpr.motion import MotionGate, MotionOptions
 from anpr.types import PlateCandidate, Recognizer
 from models.base import Clock, utcnow
 from models.events import CameraStateChanged, Evidence, PlateRead, VehicleArrived, VehicleDeparted
+from models.logsetup import RedactingFilter
 from models.settings import CameraSettings
 
 log = logging.getLogger(__name__)
 
 RecognizerFactory = Callable[[], Recognizer]
-MessageKind = Literal["event", "status", "log"]
+MessageKind = Literal["event", "status", "log", "snapshot"]
 
 
 @dataclass(frozen=True)
@@ -234,14 +235,26 @@ class CameraWorker:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def run(self, stop: Any) -> None:
-        """Loop until `stop` (a threading or multiprocessing Event) is set."""
+    def snapshot(self) -> tuple[bytes, datetime] | None:
+        """The newest frame from the camera as a JPEG, and when it arrived; None before the first."""
+        frame = self.grabber.peek()
+        if frame is None:
+            return None
+        ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        return (buf.tobytes(), frame.wall) if ok else None
+
+    def run(self, stop: Any, snapshot_request: Any = None) -> None:
+        """Loop until `stop` (a threading or multiprocessing Event) is set. When `snapshot_request` (an
+        Event) is set, the newest frame goes to the sink as ("snapshot", (jpeg, arrived) or None)."""
         period = 1.0 / self.camera.fps
         next_frame = self._mono()
         next_status = self._mono()
         self.grabber.start()
         try:
             while not stop.is_set() and not getattr(self.sink, "broken", False):  # broken: parent gone
+                if snapshot_request is not None and snapshot_request.is_set():
+                    snapshot_request.clear()
+                    self.sink.put(("snapshot", self.snapshot()))
                 now = self._mono()
                 if now >= next_status:
                     self.sink.put(("status", self.status()))
@@ -361,6 +374,7 @@ def run_worker(
     stop: Any,
     evidence_dir: Path | None,
     options: WorkerOptions | None = None,
+    snapshot_request: Any = None,
 ) -> None:
     """Process target. Exits 0 when `stop` is set, non-zero when it cannot run (the supervisor restarts)."""
     opts = options or WorkerOptions()
@@ -380,7 +394,7 @@ def run_worker(
     try:
         recognizer = recognizer_factory()
         worker = CameraWorker(camera, recognizer, channel, evidence_dir, opts)
-        worker.run(stop)
+        worker.run(stop, snapshot_request)
     except Exception:
         log.exception("camera %s: worker crashed", camera.name)
         raise SystemExit(1) from None

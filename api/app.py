@@ -27,6 +27,8 @@ from api.routes import (
     csms,
     dash_admin,
     dash_bays,
+    dash_cameras,
+    dash_live,
     dash_settings,
     dashboard,
     driver,
@@ -141,6 +143,8 @@ def create_app(
     app.include_router(cameras.recognition)
     app.include_router(dashboard.router)
     app.include_router(dash_bays.router)
+    app.include_router(dash_cameras.router)
+    app.include_router(dash_live.router)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, _exc: LoginRequired) -> Response:

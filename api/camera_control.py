@@ -91,6 +91,13 @@ class CameraComponent:
     async def stop_camera(self, name: str) -> None:
         await asyncio.to_thread(self.supervisor.stop_camera, name)
 
+    async def snapshot(self, name: str, timeout: float = 2.5) -> tuple[bytes, Any] | None:
+        """The running worker's newest frame as (JPEG, arrived at); None when it cannot say in time."""
+        sup = self.supervisor
+        if sup is None:
+            return None
+        return await asyncio.to_thread(sup.snapshot, name, timeout)
+
     async def start_all(self) -> None:
         for st in self.supervisor.status():
             await self.start_camera(st.name)

@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from anpr.capture import CaptureOptions, FrameGrabber, RedactingFilter, redact_text, redact_url
+from anpr.capture import CaptureOptions, FrameGrabber
+from models.logsetup import RedactingFilter, redact, redact_url
 
 from .helpers import wait_until
 
@@ -47,7 +48,7 @@ def test_redacting_filter_scrubs_log_lines(caplog: pytest.LogCaptureFixture) -> 
     finally:
         caplog.handler.removeFilter(handler_filter)
     assert "hunter2" not in caplog.text and "rtsp://***@cam/live" in caplog.text
-    assert redact_text("x rtsps://a:b@h/p y") == "x rtsps://***@h/p y"
+    assert redact("x rtsps://a:b@h/p y") == "x rtsps://***@h/p y"
 
 
 class FakeCapture:

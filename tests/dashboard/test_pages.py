@@ -83,7 +83,7 @@ def test_camera_form_validates_on_server(env) -> None:
                                            "enabled": "on"})
     assert r.status_code == 303
     assert client.get("/api/v1/cameras/gate").json()["enabled"] is True
-    status = client.get("/dash/cameras/status").text  # the polled fragment
+    status = client.get("/dash/camera-rows").text  # the polled fragment
     assert "<html" not in status and 'data-camera="gate"' in status
     r = client.post("/dash/cameras", data={"csrf_token": csrf, "name": "gate", "url": "rtsp://cam/2", "fps": "5"})
     assert r.status_code == 422 and "already exists" in r.text

@@ -16,7 +16,7 @@ from models.logsetup import RedactingFilter, redact, setup_logging
             '{"idToken": {"idToken": "***", "type": "ISO14443"}}',
         ),
         ("id_token=ABC123 ok", "id_token=*** ok"),
-        ("open rtsp://admin:hunter2@10.0.0.5/stream", "open rtsp://admin:***@10.0.0.5/stream"),
+        ("open rtsp://admin:hunter2@10.0.0.5/stream", "open rtsp://***@10.0.0.5/stream"),
         ("nothing personal here", "nothing personal here"),
     ],
 )
