@@ -188,9 +188,11 @@ class OutboxDispatcher:
         return {**self.channels, "email": self._email} if self._email is not None else self.channels
 
     def __call__(self) -> Any:
-        from enforcement.outbox import dispatch_due
+        from enforcement.outbox import RetryPolicy, dispatch_due
 
         channels = self.current_channels()
         if not channels:
             return None
-        return dispatch_due(self.ctx.session, channels, self.ctx.clock)
+        n = self.ctx.settings.notifications
+        policy = RetryPolicy(max_attempts=n.retry_max_attempts, base_delay_s=n.retry_base_s, max_delay_s=n.retry_max_s)
+        return dispatch_due(self.ctx.session, channels, self.ctx.clock, policy=policy)

@@ -59,6 +59,10 @@ class DemoOptions:
     port: int = 8080
     plate_list: str | None = None  # "white" or "black": put the clip's plate on that list first
     recognizer: Any = None  # a picklable factory; default: the configured ONNX + OCR pipeline
+    # notifications.retry_* settings for the outbox (e.g. a short backoff in tests); default: the product's.
+    outbox_retry: dict[str, Any] = field(default_factory=dict)
+    # Called with the stack once the service is up, just before the charge point connects (e.g. mail_down()).
+    before_charging: Callable[[DemoStack], None] | None = None
 
 
 @dataclass
@@ -68,6 +72,9 @@ class DemoStack:
     say: Callable[[str], None] = print
     mailbox: _Mailbox | None = None
     base_url: str = ""
+    db_url: str = ""
+    smtp_port: int = 0
+    _smtp_ctl: Any = None
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
 
     # --- parts -------------------------------------------------------------------------------
@@ -106,14 +113,27 @@ class DemoStack:
         return line.split()[1]
 
     def _smtp(self) -> int:
+        self.smtp_port = free_port()
+        self.mailbox = _Mailbox(lambda m: self.say(f"MAIL to {m['To']}: {m['Subject']}"))
+        self.mail_up()
+        self._stoppers.append(self.mail_down)
+        return self.smtp_port
+
+    def mail_up(self) -> None:
+        """Start the local SMTP server on its port (again, after mail_down); the mailbox keeps what came before."""
         from aiosmtpd.controller import Controller
 
-        port = free_port()
-        self.mailbox = _Mailbox(lambda m: self.say(f"MAIL to {m['To']}: {m['Subject']}"))
-        ctl = Controller(self.mailbox, hostname="127.0.0.1", port=port)
-        ctl.start()
-        self._stoppers.append(ctl.stop)
-        return port
+        if self._smtp_ctl is None:
+            assert self.mailbox is not None and self.smtp_port
+            ctl = Controller(self.mailbox, hostname="127.0.0.1", port=self.smtp_port)
+            ctl.start()
+            self._smtp_ctl = ctl
+
+    def mail_down(self) -> None:
+        """Stop the local SMTP server: its port is closed until mail_up()."""
+        ctl, self._smtp_ctl = self._smtp_ctl, None
+        if ctl is not None:
+            ctl.stop()
 
     def settings(self, rtsp_url: str, smtp_port: int, csms_port: int) -> Any:
         from models.settings import load_settings
@@ -133,7 +153,7 @@ class DemoStack:
                          "bays": [{"bay_id": "B1", "charge_point_id": "CP-DEMO", "connector_id": 1}],
                          "sweep_every_s": 1},
             mail={"host": "127.0.0.1", "port": smtp_port, "security": "none", "from_address": "notices@example.org"},
-            notifications={"public_url": f"http://127.0.0.1:{o.port}", "dispatch_every_s": 1},
+            notifications={"public_url": f"http://127.0.0.1:{o.port}", "dispatch_every_s": 1, **o.outbox_retry},
         )
 
     def _seed(self, settings: Any) -> None:
@@ -197,10 +217,13 @@ class DemoStack:
             self._seed(settings)
             rtsp = self._rtsp(clip)  # the clip starts now: empty bay, then the car arrives
             settings = self.settings(rtsp, smtp_port, csms_port)
+            self.db_url = settings.db_url
             self._serve(settings)
             self.base_url = f"http://127.0.0.1:{settings.port}"
             self.say(f"service on {self.base_url}; camera {rtsp}; relay ws://127.0.0.1:{settings.relay.port}/ocpp")
             await asyncio.sleep(6)  # the car rolls in before the driver plugs in
+            if self.opts.before_charging is not None:
+                await asyncio.to_thread(self.opts.before_charging, self)
             self.say("charge point CP-DEMO: boot, plug in, charge, then idle...")
             await run_scenario(f"ws://127.0.0.1:{settings.relay.port}/ocpp", "CP-DEMO", "1.6",
                                step_delay=self.opts.step_s, delays={"StatusNotification SuspendedEV": self.opts.idle_s})
@@ -213,3 +236,4 @@ class DemoStack:
         while self._stoppers:
             with contextlib.suppress(Exception):
                 self._stoppers.pop()()
+

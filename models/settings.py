@@ -143,7 +143,17 @@ class NotificationSettings(Strict):
     vapid_public_key: str | None = Field(None, description="Its public key (base64url), given to browsers.")
     vapid_email: str = Field("mailto:operator@example.org", description="VAPID contact claim.")
     dispatch_every_s: int = Field(5, ge=1, le=300, description="How often the outbox is sent.")
+    # The defaults ride out about 8.5 hours of outage before a message is dead-lettered.
+    retry_max_attempts: int = Field(10, ge=1, le=1000, description="Sends tried before a message is dead.")
+    retry_base_s: float = Field(60.0, gt=0, le=3600, description="Wait after the first failure; doubles each time.")
+    retry_max_s: float = Field(6 * 3600.0, gt=0, le=86400, description="Longest wait between two sends.")
     operator_alert_emails: bool = Field(True, description="E-mail alerts to operators and admins with an address.")
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> NotificationSettings:
+        if self.retry_max_s < self.retry_base_s:
+            raise ValueError("retry_max_s must be at least retry_base_s")
+        return self
 
 
 class AccessOutput(Strict):
