@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import os
 import select
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -34,6 +36,16 @@ def need(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI must provide this: {reason}")
     pytest.skip(reason)
+
+
+def ensure_clip() -> Path:
+    """The camera tests' clip, built from ../shared on first use (it is not committed)."""
+    if not CLIP.is_file():
+        need(shutil.which("ffmpeg") is not None, "ffmpeg is needed to build the camera test clip")
+        CLIP.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(FIXTURES / "make_fixtures.py"), "--out", str(CLIP.parent)], check=True,
+                       capture_output=True, timeout=300)
+    return CLIP
 
 
 @functools.cache

@@ -4,25 +4,17 @@ Each test leaves a screenshot in test-artifacts/screenshots/ (git-ignored; CI ke
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from models.db import upgrade
 from models.tables import Role
-from tests.conftest import REPO, need
+from tests.dashboard.browser import htmx_ready, shot
 from tests.dashboard.seed import add_alert, seed_penalty
-from tests.foundation.helpers import PASSWORD, LiveServer, add_user, free_port, make_settings
-
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = REPO / "test-artifacts" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
-TIMEOUT_MS = 10_000
+from tests.foundation.helpers import LiveServer, add_user, free_port, make_settings
 
 
 @pytest.fixture(scope="module")
@@ -34,44 +26,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(settings).start()
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    need(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    need(importlib.util.find_spec("playwright") is not None, "pip install playwright")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser: Any, server: LiveServer) -> Iterator[Any]:
-    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.goto("/login?next=/dash")
-    pg.get_by_label("User name").fill("op")
-    pg.get_by_label("Password").fill(PASSWORD)
-    pg.get_by_role("button", name="Log in").click()
-    pg.wait_for_url("**/dash")
-    yield pg
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-
-
-def shot(pg: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def htmx_ready(pg: Any) -> None:
-    pg.wait_for_function("() => window.htmx !== undefined && document.body.dataset.alertsLive === 'yes'")
 
 
 def test_login_and_overview(page: Any) -> None:

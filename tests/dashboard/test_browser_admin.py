@@ -4,11 +4,9 @@ Screenshots go to test-artifacts/screenshots/ (users.png, charts.png)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +14,8 @@ from sqlmodel import Session
 
 from models.db import make_engine, upgrade
 from models.tables import Role, VisitRow
-from tests.conftest import REPO, need
+from tests.dashboard.browser import log_in, shot
 from tests.foundation.helpers import PASSWORD, LiveServer, add_user, free_port, make_settings
-
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = REPO / "test-artifacts" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
-TIMEOUT_MS = 10_000
 
 
 def seed_week(db_url: str, now: datetime) -> None:
@@ -58,43 +50,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    need(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    need(importlib.util.find_spec("playwright") is not None, "pip install playwright")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
-
-
-def log_in(pg: Any, user: str, password: str = PASSWORD) -> None:
-    pg.get_by_label("User name").fill(user)
-    pg.get_by_label("Password").fill(password)
-    pg.get_by_role("button", name="Log in").click()
+@pytest.fixture
+def dash_user() -> str:
+    return "boss"
 
 
 @pytest.fixture
-def page(browser: Any, server: LiveServer) -> Iterator[Any]:
-    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.goto("/login?next=/dash/users")
-    log_in(pg, "boss")
-    pg.wait_for_url("**/dash/users")
-    pg.wait_for_function("() => window.htmx !== undefined")
-    yield pg
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-
-
-def shot(pg: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+def start_path() -> str:
+    return "/dash/users"
 
 
 def test_create_user_through_the_page_then_switch_to_it(page: Any) -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from models.db import upgrade
 from models.tables import Role
-from tests.dashboard.test_browser import ARGS, CHROMIUM, TIMEOUT_MS, htmx_ready, shot
-from tests.foundation.helpers import PASSWORD, LiveServer, add_user, free_port, make_settings
+from tests.dashboard.browser import htmx_ready, shot
+from tests.foundation.helpers import LiveServer, add_user, free_port, make_settings
 
 
 @pytest.fixture(scope="module")
@@ -33,33 +33,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def page(browser: Any, server: LiveServer) -> Iterator[Any]:
-    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.goto("/login?next=/dash/bays")
-    pg.get_by_label("User name").fill("op")
-    pg.get_by_label("Password").fill(PASSWORD)
-    pg.get_by_role("button", name="Log in").click()
-    pg.wait_for_url("**/dash/bays")
-    yield pg
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from tests.conftest import need
-
-    need(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
+def start_path() -> str:
+    return "/dash/bays"
 
 
 def test_add_bay_then_change_site_rules(page: Any) -> None:

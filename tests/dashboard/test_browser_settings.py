@@ -5,25 +5,17 @@ Leaves test-artifacts/screenshots/settings.png (git-ignored; CI keeps it)."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from models.db import upgrade
 from models.tables import Role
-from tests.conftest import REPO, need
-from tests.foundation.helpers import PASSWORD, LiveServer, add_user, free_port, make_settings
+from tests.dashboard.browser import shot
+from tests.foundation.helpers import LiveServer, add_user, free_port, make_settings
 from tests.notifications.servers import SmtpServer
-
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = REPO / "test-artifacts" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
-TIMEOUT_MS = 10_000
 
 
 @pytest.fixture(scope="module")
@@ -47,33 +39,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    need(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    need(importlib.util.find_spec("playwright") is not None, "pip install playwright")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
-def page(browser: Any, server: LiveServer) -> Iterator[Any]:
-    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.goto("/login?next=/dash")
-    pg.get_by_label("User name").fill("root")
-    pg.get_by_label("Password").fill(PASSWORD)
-    pg.get_by_role("button", name="Log in").click()
-    pg.wait_for_url("**/dash")
-    yield pg
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
+def dash_user() -> str:
+    return "root"
 
 
 def test_edit_mail_server_and_send_a_test_email(page: Any, smtp: SmtpServer) -> None:
@@ -104,5 +72,4 @@ def test_edit_mail_server_and_send_a_test_email(page: Any, smtp: SmtpServer) -> 
         time.sleep(0.05)
     (got,) = smtp.messages
     assert got.rcpt_tos == ["ops@example.org"] and "test e-mail" in got.message["Subject"]
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "settings.png"), full_page=True)
+    shot(page, "settings")
