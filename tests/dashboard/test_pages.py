@@ -12,19 +12,15 @@ from fastapi.testclient import TestClient
 from models.tables import Role
 from tests.conftest import FakeClock
 from tests.dashboard.seed import add_alert, seed_penalty
-from tests.foundation.helpers import add_user, client_for, login, make_settings
+from tests.foundation.helpers import add_user, login, make_settings, operator_app
 
 XSS = '<script>alert("x")</script>'
 
 
 @pytest.fixture
 def env(tmp_path: Path, sqlite_url: str, clock: FakeClock) -> Iterator[tuple[TestClient, object]]:
-    settings = make_settings(tmp_path, sqlite_url)
-    client = client_for(settings, clock=clock)
-    add_user(settings, "op", Role.operator)
-    add_user(settings, "view", Role.viewer)
-    with client:
-        yield client, settings
+    with operator_app(make_settings(tmp_path, sqlite_url), clock) as env:
+        yield env
 
 
 def op_client(env: tuple[TestClient, object]) -> tuple[TestClient, str]:

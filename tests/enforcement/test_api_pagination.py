@@ -16,19 +16,15 @@ from sqlmodel import Session
 from api.pagination import encode_cursor
 from models.db import make_engine
 from models.settings import Settings
-from models.tables import AccessLog, Penalty, Role, Transaction, Vehicle
+from models.tables import AccessLog, Penalty, Transaction, Vehicle
 from tests.conftest import FakeClock
-from tests.foundation.helpers import add_user, client_for, login, make_settings
+from tests.foundation.helpers import login, make_settings, operator_app
 
 
 @pytest.fixture
 def env(tmp_path: Path, sqlite_url: str, clock: FakeClock) -> Iterator[tuple[TestClient, Settings]]:
-    settings = make_settings(tmp_path, sqlite_url)
-    client = client_for(settings, clock=clock)
-    add_user(settings, "op", Role.operator)
-    add_user(settings, "view", Role.viewer)
-    with client:
-        yield client, settings
+    with operator_app(make_settings(tmp_path, sqlite_url), clock) as env:
+        yield env
 
 
 def add(settings: Settings, *rows: Any) -> None:

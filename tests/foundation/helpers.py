@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -33,6 +35,16 @@ def client_for(settings: Settings, clock=None, components=None) -> TestClient:
     if clock is not None:
         kwargs["clock"] = clock
     return TestClient(create_app(settings, **kwargs), follow_redirects=False)
+
+
+@contextlib.contextmanager
+def operator_app(settings: Settings, clock=None) -> Iterator[tuple[TestClient, Settings]]:
+    """The app over `settings` (migrated) with users `op` (operator) and `view` (viewer), running."""
+    client = client_for(settings, clock=clock)
+    add_user(settings, "op", Role.operator)
+    add_user(settings, "view", Role.viewer)
+    with client:
+        yield client, settings
 
 
 def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
