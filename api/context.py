@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +43,30 @@ class Metrics:
         self.component_up = Gauge("baywarden_component_up", "1 when a part is running", ["component"], registry=r)
 
 
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
+
+
+def _labelled_gauges(samples: dict[str, int], help_prefix: str) -> Any:
+    """Gauge families from `name{label="value"}` -> value samples, one family per name."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    families: dict[str, tuple[list[str], list[tuple[list[str], float]]]] = {}
+    for sample, value in samples.items():
+        m = _SAMPLE.match(sample)
+        if m is None:
+            continue
+        labels = _LABEL.findall(m.group(2) or "")
+        names, rows = families.setdefault(m.group(1), ([k for k, _ in labels], []))
+        if [k for k, _ in labels] == names:
+            rows.append(([v for _, v in labels], float(value)))
+    for name, (names, rows) in families.items():
+        family = GaugeMetricFamily(name, f"{help_prefix} {name}", labels=names)
+        for values, value in rows:
+            family.add_metric(values, value)
+        yield family
+
+
 class _PartsCollector:
     """Prometheus samples read from the running parts at scrape time (relay counters, cameras)."""
 
@@ -51,12 +77,17 @@ class _PartsCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         for comp in list(self.ctx.started):
-            relay = getattr(comp, "relay", None)
-            if relay is not None and hasattr(relay, "metrics"):
-                for name, value in relay.metrics().items():
-                    yield GaugeMetricFamily(name, f"OCPP relay {name}", value=value)
+            relay_metrics = getattr(comp, "relay_metrics", None)
+            if relay_metrics is not None:
+                yield from _labelled_gauges(relay_metrics(), "OCPP relay")
                 yield GaugeMetricFamily("baywarden_ocpp_events_lost_total", "Charger events not stored",
                                         value=getattr(comp, "lost", 0))
+                yield GaugeMetricFamily("baywarden_ocpp_events_stored_total", "Charger events stored",
+                                        value=getattr(comp, "stored", 0))
+        yield GaugeMetricFamily(
+            "baywarden_gc_frozen_objects", "Objects in the collector's permanent generation (frozen after start-up)",
+            value=gc.get_freeze_count(),
+        )
         cams = self.ctx.cameras
         if cams is not None:
             fps = GaugeMetricFamily("baywarden_camera_fps_processed", "Frames processed per second", labels=["camera"])

@@ -88,7 +88,7 @@ def serve(settings: Settings, migrate: bool = True) -> None:
     created = ensure_first_admin(settings)
     if created:
         log.warning("created user 'admin'; its password is in %s (change it after logging in)", created)
-    app = create_app(settings)
+    app = create_app(settings, freeze_heap=True)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
         loop="uvloop" if _has_uvloop() else "asyncio",

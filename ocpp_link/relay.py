@@ -449,14 +449,6 @@ class OcppRelay:
         while self._links and loop.time() < deadline:
             await asyncio.sleep(0.01)
 
-    async def serve_forever(self) -> None:
-        await self.start()
-        assert self._server is not None
-        try:
-            await self._server.serve_forever()
-        finally:
-            await self.stop()
-
     def metrics(self) -> dict[str, int]:
         """Relay counters and decoder statistics as Prometheus sample name -> value."""
         samples = self.counters.prometheus_samples()
@@ -836,13 +828,3 @@ class OcppRelay:
                             hop.peer.inject(encode_frame(OP_PING, self.ping_token, mask=not hop.is_charger))
                             counters.pings_sent += 1
 
-
-def run_relay(config: RelayConfig, decoder: FrameDecoder | None = None, sink: EventSink | None = None) -> None:
-    """Blocking entry point: serve until interrupted, on uvloop when it is installed."""
-    relay = OcppRelay(config, decoder, sink)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(relay.serve_forever())
-    else:
-        uvloop.run(relay.serve_forever())

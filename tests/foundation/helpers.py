@@ -22,6 +22,15 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: object) -> Settings:
     return load_settings(None, data_dir=str(tmp_path / "data"), database_url=db_url, **overrides)
 
 
+def relay_settings(tmp_path: Path, db_url: str, upstream_url: str, **relay: object) -> Settings:
+    """Settings with the API and the OCPP relay parts on, the relay in front of `upstream_url`."""
+    return make_settings(
+        tmp_path, db_url, port=free_port(),
+        components={"api": True, "scheduler": False, "cameras": False, "relay": True},
+        relay={"port": free_port(), "upstreams": [{"pattern": "*", "url": upstream_url}], **relay},
+    )
+
+
 def add_user(settings: Settings, username: str, role: Role, password: str = PASSWORD) -> None:
     engine = make_engine(settings.db_url)
     with Session(engine) as db:

@@ -115,6 +115,10 @@ def test_run_serves_and_stops_cleanly(tmp_path):
                 time.sleep(0.3)
         assert r.json() == {"status": "ok"}
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["database"] == "ok"
+        # Started up, the long-lived heap is frozen so full collections do not stall the event loop.
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        frozen = [line for line in metrics.splitlines() if line.startswith("baywarden_gc_frozen_objects ")]
+        assert frozen and float(frozen[0].split()[1]) > 50_000, frozen
         password = (tmp_path / "data" / "initial-admin-password.txt").read_text().strip()
         assert oct((tmp_path / "data" / "initial-admin-password.txt").stat().st_mode)[-3:] == "600"
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:

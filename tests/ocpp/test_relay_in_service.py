@@ -10,7 +10,7 @@ import pytest
 
 from models.tables import Role
 from ocpp_link.simulator import run_scenario
-from tests.foundation.helpers import LiveServer, add_user, client_for, free_port, login, make_settings
+from tests.foundation.helpers import LiveServer, add_user, client_for, login, relay_settings
 
 
 def wait_json(client: httpx.Client, path: str, pred, timeout: float = 20.0):
@@ -27,11 +27,7 @@ def wait_json(client: httpx.Client, path: str, pred, timeout: float = 20.0):
 def test_transaction_state_through_relay_survives_restart(tmp_path, sqlite_url, node_peers, arun, version):
     async def scenario() -> None:
         csms, csms_port = await node_peers.csms({"strict": True})
-        settings = make_settings(
-            tmp_path, sqlite_url, port=free_port(),
-            components={"api": True, "scheduler": False, "cameras": False, "relay": True},
-            relay={"port": free_port(), "upstreams": [{"pattern": "*", "url": f"ws://127.0.0.1:{csms_port}"}]},
-        )
+        settings = relay_settings(tmp_path, sqlite_url, f"ws://127.0.0.1:{csms_port}")
         client_for(settings)
         add_user(settings, "vic", Role.viewer)
         server = await asyncio.to_thread(LiveServer(settings, components=None).start)
@@ -53,7 +49,16 @@ def test_transaction_state_through_relay_survives_restart(tmp_path, sqlite_url, 
         assert chargers[0]["active_transactions"] == []
         (tx,) = txs
         assert tx["ended_at"] is not None and tx["energy_wh"] and tx["idle_since"] is not None
-        assert "baywarden_ocpp_relay" in metrics
+        # Labelled samples stay labels (not folded into the name), and every decoded event was stored.
+        samples = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("baywarden_ocpp")
+        }
+        assert samples['baywarden_ocpp_relay_frames_forwarded_total{direction="cs_to_csms"}'] >= 10
+        assert samples['baywarden_ocpp_relay_frames_forwarded_total{direction="csms_to_cs"}'] >= 10
+        assert samples["baywarden_ocpp_events_stored_total"] == samples["baywarden_ocpp_relay_events_emitted_total"] > 0
+        assert samples["baywarden_ocpp_events_lost_total"] == 0
         # A new service process on the same database still knows all of it.
         again = await asyncio.to_thread(LiveServer(settings).start)
         try:
