@@ -2,7 +2,8 @@
 // Usage: node cp.js '{"endpoint":"ws://127.0.0.1:9000/ocpp","ids":["CP1"],"protocol":"ocpp1.6",
 //                     "mode":"session","meter":2,"stepMs":0,"closeCode":4001,"closeReason":"bye"}'
 // mode "session": plug-charge-idle-leave, then close (or wait for stdin {"cmd":"close",...}).
-// mode "bench": every id boots, then sends `messages` MeterValues; prints latency figures.
+// mode "bench": every id boots, then sends `messages` MeterValues (back to back, or one every
+//               `intervalMs` when set); prints latency figures.
 // Prints JSON lines: open, msg (raw frame + sha256), done, close, error, bench.
 'use strict';
 const crypto = require('crypto');
@@ -13,7 +14,7 @@ const opts = Object.assign(
     {
         protocol: 'ocpp1.6', mode: 'session', meter: 2, stepMs: 0, log: true, strict: true,
         messages: 20, connectConcurrency: 50, idTag: 'RFID-0042', holdOpen: false,
-        closeCode: 1000, closeReason: '', password: null,
+        closeCode: 1000, closeReason: '', password: null, intervalMs: 0,
     },
     JSON.parse(process.argv[2] || '{}'),
 );
@@ -131,20 +132,32 @@ async function runBench() {
     }
     const lat = [];
     const t0 = process.hrtime.bigint();
+    // intervalMs > 0: open loop, each charger calls every intervalMs from a random phase, and a
+    // call's latency counts from when it was due, so a late answer also delays the calls behind it
+    // (no coordinated omission). 0: closed loop, every charger calls again as soon as answered.
+    const paced = opts.intervalMs > 0;
+    const ms = () => Number(process.hrtime.bigint() - t0) / 1e6;
     await Promise.all(ready.map(async (cli, n) => {
+        const phase = paced ? Math.random() * opts.intervalMs : 0;
         for (let i = 0; i < opts.messages; i++) {
             const params = opts.protocol === 'ocpp1.6'
                 ? { connectorId: 1, transactionId: n + 1, meterValue: energy16(1000 + i) }
                 : { evseId: 1, meterValue: energy201(1000 + i, 'Sample.Periodic') };
-            const s = process.hrtime.bigint();
+            let due = ms();
+            if (paced) {
+                due = phase + i * opts.intervalMs;
+                const wait = due - ms();
+                if (wait > 0) await sleep(wait);
+            }
             await cli.call('MeterValues', params);
-            lat.push(Number(process.hrtime.bigint() - s) / 1e6);
+            lat.push(ms() - due);
         }
     }));
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     lat.sort((a, b) => a - b);
     out({ ev: 'bench', chargers: ready.length, calls: lat.length, seconds, rate: lat.length / seconds,
-          p50_ms: percentile(lat, 0.5), p99_ms: percentile(lat, 0.99) });
+          p50_ms: percentile(lat, 0.5), p99_ms: percentile(lat, 0.99), p999_ms: percentile(lat, 0.999),
+          max_ms: lat.length ? lat[lat.length - 1] : null });
     await Promise.all(ready.map((cli) => cli.close({ force: true })));
 }
 
