@@ -165,16 +165,19 @@ class RelayComponent:
 
     def relay_metrics(self, timeout: float = 1.0) -> dict[str, int]:
         """The relay process's counters (asked for now; the last known ones if it does not answer)."""
-        with self._lock:
+        # Held for seconds while a dead relay process is started again: a scrape gets the last counters.
+        if not self._lock.acquire(timeout=timeout):
+            return dict(self._metrics)
+        try:
             control = self._control
-            if control is None or self._stopping:
-                return dict(self._metrics)
-            try:
+            if control is not None and not self._stopping:
                 while control.poll():  # a late answer to a request that timed out
                     self._metrics = control.recv()
                 control.send("metrics")
                 if control.poll(timeout):
                     self._metrics = control.recv()
-            except (OSError, EOFError):
-                pass
-            return dict(self._metrics)
+        except (OSError, EOFError):
+            pass
+        finally:
+            self._lock.release()
+        return dict(self._metrics)
