@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
@@ -106,3 +109,21 @@ class LiveServer:
         if self.server is not None and not self.server.should_exit:
             self.server.should_exit = True
             self.thread.join(15)
+
+
+def listen_alerts(url: str, want: int, got: list[dict], ready: threading.Event, username: str = "vic") -> None:
+    """Follow the alert stream as a logged-in viewer until `want` alerts arrived (run it in a thread);
+    `ready` is set once the stream answers."""
+    with httpx.Client(base_url=url, timeout=30) as viewer:
+        login(viewer, username)
+        with viewer.stream("GET", "/api/v1/alerts/stream") as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            event = None
+            for line in r.iter_lines():
+                ready.set()
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "alert":
+                    got.append(json.loads(line[6:]))
+                    if len(got) >= want:
+                        return

@@ -1,6 +1,5 @@
 """Alerts: a failed camera raises one; operators see it live over SSE and acknowledge it."""
 
-import json
 import threading
 from datetime import UTC, datetime
 
@@ -8,7 +7,16 @@ import httpx
 import pytest
 
 from models.tables import Role
-from tests.foundation.helpers import PASSWORD, LiveServer, add_user, client_for, free_port, login, make_settings
+from tests.foundation.helpers import (
+    PASSWORD,
+    LiveServer,
+    add_user,
+    client_for,
+    free_port,
+    listen_alerts,
+    login,
+    make_settings,
+)
 
 
 def failed_event(event_id: str, camera: str = "gate") -> dict:
@@ -36,21 +44,7 @@ def test_failed_camera_alert_reaches_open_dashboards_live(env):
     got: list[dict] = []
     ready = threading.Event()
 
-    def listen():
-        with httpx.Client(base_url=server.url, timeout=20) as viewer:
-            login(viewer, "vic")
-            with viewer.stream("GET", "/api/v1/alerts/stream") as r:
-                assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-                event = None
-                for line in r.iter_lines():
-                    ready.set()
-                    if line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: ") and event == "alert":
-                        got.append(json.loads(line[6:]))
-                        return
-
-    t = threading.Thread(target=listen, daemon=True)
+    t = threading.Thread(target=listen_alerts, args=(server.url, 1, got, ready), daemon=True)
     t.start()
     assert ready.wait(10)
     started = datetime.now(UTC)

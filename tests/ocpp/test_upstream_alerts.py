@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.server import serve
 
 from models.tables import Role
-from tests.foundation.helpers import LiveServer, add_user, client_for, free_port, login, make_settings
+from tests.foundation.helpers import LiveServer, add_user, client_for, free_port, listen_alerts, login, make_settings
 from tests.ocpp.test_ocpp_relay import http_status
 
 
@@ -34,21 +34,6 @@ def env(tmp_path: Any, db_url: str) -> Any:
     server = LiveServer(settings, components=None).start()
     yield server, settings, csms_port
     server.stop()
-
-
-def listen_alerts(url: str, want: int, got: list[dict], ready: threading.Event) -> None:
-    with httpx.Client(base_url=url, timeout=30) as viewer:
-        login(viewer, "vic")
-        with viewer.stream("GET", "/api/v1/alerts/stream") as r:
-            event = None
-            for line in r.iter_lines():
-                ready.set()
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "alert":
-                    got.append(json.loads(line[6:]))
-                    if len(got) >= want:
-                        return
 
 
 def open_alerts(url: str) -> list[dict]:
