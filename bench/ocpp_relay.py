@@ -14,6 +14,10 @@ whose cores the load generator and CSMS already fill, the ratio is about (their 
 Latency is measured three ways: one charger calling alone (the relay's own hop cost), every charger
 calling back to back (saturated: mostly queueing) and, the figure for the product target, paced runs
 at a fixed offered rate (--rate calls/s, well under what either path can carry), direct and relayed.
+Paced runs are paired by default: one load generator runs --chargers direct and --chargers relayed
+chargers, dealt alternately, each path at --rate in the same seconds, so a stall of the host, the
+load generator or the CSMS lands on both paths and cancels in the difference (--paced sequential:
+a direct run, then a relayed one, which also measures how the host changed between the two).
 Rounds alternate which path runs first.
 
 --service puts the relay in a `baywarden run` process (API and relay parts on, every decoded event
@@ -92,17 +96,19 @@ async def node(script: str, opts: dict[str, Any]) -> asyncio.subprocess.Process:
 
 
 async def load(
-    endpoint: str,
+    endpoint: str | list[str],
     args: argparse.Namespace,
     tag: str,
     chargers: int | None = None,
     messages: int | None = None,
     interval_ms: float = 0,
 ) -> dict[str, Any]:
+    """One load-generator run; a list of endpoints deals the chargers over them (figures per endpoint
+    in the result's "groups")."""
     proc = await node(
         "cp.js",
         {
-            "endpoint": endpoint,
+            "endpoints": [endpoint] if isinstance(endpoint, str) else endpoint,
             "ids": [f"{tag}-{i:05d}" for i in range(args.chargers if chargers is None else chargers)],
             "mode": "bench",
             "protocol": args.protocol,
@@ -374,13 +380,20 @@ async def main(args: argparse.Namespace) -> None:
         print(runs["direct"][-1].line(n), flush=True)
 
     async def paced_pair(n: int, relay_first: bool) -> None:
-        got: dict[str, dict[str, Any]] = {}
-        order = ("relay", "direct") if relay_first else ("direct", "relay")
-        for kind in order:
-            target = relay_port if kind == "relay" else port
-            endpoint = f"ws://127.0.0.1:{target}/ocpp"
-            got[kind] = await load(endpoint, args, f"P{kind[0]}{n}", messages=paced_messages, interval_ms=interval_ms)
-        d, r = got["direct"], got["relay"]
+        direct_url, relay_url = f"ws://127.0.0.1:{port}/ocpp", f"ws://127.0.0.1:{relay_port}/ocpp"
+        if args.paced == "paired":
+            # Both paths in the same seconds from one load generator, chargers dealt alternately: the
+            # host's stalls (load generator, CSMS, scheduler) hit both alike and cancel in the difference.
+            both = await load(
+                [direct_url, relay_url], args, f"P{n}", args.chargers * 2, paced_messages, interval_ms
+            )
+            d, r = both["groups"]
+        else:
+            got: dict[str, dict[str, Any]] = {}
+            for kind in ("relay", "direct") if relay_first else ("direct", "relay"):
+                url = relay_url if kind == "relay" else direct_url
+                got[kind] = await load(url, args, f"P{kind[0]}{n}", messages=paced_messages, interval_ms=interval_ms)
+            d, r = got["direct"], got["relay"]
         paced.append((d, r))
         print(
             f"  round {n} paced : {r['rate']:6.0f} calls/s offered  direct p50 {d['p50_ms']:.2f} p99 {d['p99_ms']:.2f}"
@@ -496,6 +509,13 @@ def cli() -> None:
         help="calls/s offered in the paced latency runs, spread over --chargers (0: no paced runs)",
     )
     p.add_argument("--paced-seconds", type=float, default=10, help="length of each paced run")
+    p.add_argument(
+        "--paced",
+        choices=["paired", "sequential"],
+        default="paired",
+        help="paired: direct and relayed chargers (--chargers each, --rate each) call in the same seconds from "
+        "one load generator; sequential: a direct run, then a relayed one",
+    )
     p.add_argument(
         "--service",
         action="store_true",

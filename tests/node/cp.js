@@ -3,7 +3,9 @@
 //                     "mode":"session","meter":2,"stepMs":0,"closeCode":4001,"closeReason":"bye"}'
 // mode "session": plug-charge-idle-leave, then close (or wait for stdin {"cmd":"close",...}).
 // mode "bench": every id boots, then sends `messages` MeterValues (back to back, or one every
-//               `intervalMs` when set); prints latency figures.
+//               `intervalMs` when set); prints latency figures. With "endpoints": [a, b, ...] the ids
+//               are dealt round robin over them, all calling in the same seconds, and the figures
+//               are also given per endpoint ("groups"): a paired comparison of two paths.
 // Prints JSON lines: open, msg (raw frame + sha256), done, close, error, bench.
 'use strict';
 const crypto = require('crypto');
@@ -24,9 +26,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => new Date().toISOString();
 const clients = new Map();
 
-function makeClient(id) {
+function makeClient(id, endpoint) {
     const cli = new RPCClient({
-        endpoint: opts.endpoint, identity: id, protocols: [opts.protocol], strictMode: opts.strict,
+        endpoint: endpoint || opts.endpoint, identity: id, protocols: [opts.protocol], strictMode: opts.strict,
         reconnect: false, password: opts.password || undefined, callTimeoutMs: 30000, pingIntervalMs: 60000,
     });
     if (opts.log) {
@@ -115,13 +117,20 @@ function percentile(sorted, p) {
     return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null;
 }
 
+function figures(lat) {
+    lat.sort((a, b) => a - b);
+    return { calls: lat.length, p50_ms: percentile(lat, 0.5), p99_ms: percentile(lat, 0.99),
+             p999_ms: percentile(lat, 0.999), max_ms: lat.length ? lat[lat.length - 1] : null };
+}
+
 async function runBench() {
     const ids = opts.ids;
+    const endpoints = opts.endpoints || [opts.endpoint];
     // Connect in waves so a 1,000-charger start does not look like a SYN flood.
     const ready = [];
     for (let i = 0; i < ids.length; i += opts.connectConcurrency) {
-        const wave = ids.slice(i, i + opts.connectConcurrency).map(async (id) => {
-            const cli = makeClient(id);
+        const wave = ids.slice(i, i + opts.connectConcurrency).map(async (id, k) => {
+            const cli = makeClient(id, endpoints[(i + k) % endpoints.length]);
             await cli.connect();
             await cli.call('BootNotification', opts.protocol === 'ocpp1.6'
                 ? { chargePointVendor: 'Baywarden', chargePointModel: 'bench' }
@@ -131,6 +140,7 @@ async function runBench() {
         ready.push(...(await Promise.all(wave)));
     }
     const lat = [];
+    const perGroup = endpoints.map(() => []);
     const t0 = process.hrtime.bigint();
     // intervalMs > 0: open loop, each charger calls every intervalMs from a random phase, and a
     // call's latency counts from when it was due, so a late answer also delays the calls behind it
@@ -139,6 +149,7 @@ async function runBench() {
     const ms = () => Number(process.hrtime.bigint() - t0) / 1e6;
     await Promise.all(ready.map(async (cli, n) => {
         const phase = paced ? Math.random() * opts.intervalMs : 0;
+        const group = perGroup[n % endpoints.length];
         for (let i = 0; i < opts.messages; i++) {
             const params = opts.protocol === 'ocpp1.6'
                 ? { connectorId: 1, transactionId: n + 1, meterValue: energy16(1000 + i) }
@@ -149,15 +160,18 @@ async function runBench() {
                 const wait = due - ms();
                 if (wait > 0) await sleep(wait);
             }
+            // A timer may fire a little early (whole-ms clock): then the call counts from when it went.
+            const start = Math.min(due, ms());
             await cli.call('MeterValues', params);
-            lat.push(ms() - due);
+            const took = ms() - start;
+            lat.push(took);
+            group.push(took);
         }
     }));
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    lat.sort((a, b) => a - b);
-    out({ ev: 'bench', chargers: ready.length, calls: lat.length, seconds, rate: lat.length / seconds,
-          p50_ms: percentile(lat, 0.5), p99_ms: percentile(lat, 0.99), p999_ms: percentile(lat, 0.999),
-          max_ms: lat.length ? lat[lat.length - 1] : null });
+    out(Object.assign({ ev: 'bench', chargers: ready.length, seconds, rate: lat.length / seconds }, figures(lat), {
+        groups: perGroup.map((g, k) => Object.assign({ endpoint: endpoints[k], rate: g.length / seconds }, figures(g))),
+    }));
     await Promise.all(ready.map((cli) => cli.close({ force: true })));
 }
 
