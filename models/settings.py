@@ -50,6 +50,15 @@ class RelaySettings(Strict):
     tls_cert: Path | None = Field(None, description="PEM certificate for wss:// on the listening side.")
     tls_key: Path | None = Field(None, description="PEM key for the certificate.")
     max_frame_bytes: int = Field(1 << 20, ge=1024, le=16 << 20, description="Largest frame accepted.")
+    ping_mode: Literal["per_hop", "end_to_end"] = Field(
+        "per_hop",
+        description="per_hop: the relay answers each side's pings itself; end_to_end: pings and pongs pass "
+        "through, so a charger's pong comes from its CSMS and the CSMS's from the charger.",
+    )
+    ping_interval_s: float | None = Field(
+        20.0, gt=0, le=3600, description="A side silent this long gets a ping of the relay's own; null: never."
+    )
+    ping_timeout_s: float = Field(20.0, gt=0, le=3600, description="Then it is closed (1011) if still silent.")
 
 
 class CsmsIntakeSettings(Strict):

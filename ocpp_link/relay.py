@@ -24,13 +24,15 @@ without one, the other gets 1001 (if its stream is between frames; otherwise its
 just closes). The relay itself closes a side with 1009 for a message over ``max_frame_bytes``, 1002
 for a broken frame, 1011 when a side stops answering; the other side then gets 1001.
 
-Pings are NOT answered per hop. They pass end to end, which for OCPP is the better choice: the
-charger's ``WebSocketPingInterval`` pings exist to tell it whether its CSMS is reachable, and a pong
-from the CSMS itself says so, where a relay's pong would hide a hung CSMS; a CSMS that marks chargers
-online from their pongs sees the real charger. Per-hop liveness is kept separately: a side that has
-sent nothing for ``ping_interval`` gets a ping of the relay's own (between two complete frames, and
-not while a ping from the other end is still unanswered there, since a peer may answer only the
-latest ping), its pong is cut out of the stream, and a side silent ``ping_timeout`` longer is closed.
+Pings are answered per hop (``ping_mode="per_hop"``, the default): the relay is the WebSocket peer of
+each side, so it answers a side's ping itself with the same payload (after the frame it is writing to
+that side, if any) and passes neither pings nor unsolicited pongs on. A hung CSMS is still noticed:
+a side that has sent nothing for ``ping_interval`` gets a ping of the relay's own (between two
+complete frames), its pong is cut out of the stream, and a side silent ``ping_timeout`` longer is
+closed with 1011, which closes the other side too (1001), so a charger whose CSMS stopped answering
+reconnects. ``ping_mode="end_to_end"`` passes pings and pongs through instead, for a CSMS that marks
+chargers online from their own pongs: then the relay adds no ping of its own while one from the other
+end is still unanswered there, since a peer may answer only the latest ping.
 
 The event sink also gets a `ChargerConnection` when a charger's link opens and after it closed, and a
 `RelayUpstreamChanged` when an upstream CSMS becomes unreachable (connect failure or timeout) or
@@ -109,6 +111,8 @@ class RelayConfig:
     max_frame_bytes: int = 1 << 20  # largest message, either direction
     max_id_length: int = 48
     connect_timeout: float = 10.0
+    # "per_hop": the relay answers each side's pings and cuts them out; "end_to_end": they pass through.
+    ping_mode: Literal["per_hop", "end_to_end"] = "per_hop"
     # Per hop: a side silent this long gets a relay ping; None = no pings, no liveness check.
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0  # then closed (1011) if still silent this much longer
@@ -128,6 +132,9 @@ class RelayConfig:
             tls_cert=s.tls_cert,
             tls_key=s.tls_key,
             max_frame_bytes=s.max_frame_bytes,
+            ping_mode=s.ping_mode,
+            ping_interval=s.ping_interval_s,
+            ping_timeout=s.ping_timeout_s,
         )
 
 
@@ -252,8 +259,17 @@ class _Hop(FrameSplicer, asyncio.Protocol):
         if opcode == OP_PONG:
             if payload == self.link.relay.ping_token:
                 return False  # the answer to the relay's own ping: not the other end's business
+            if self.link.relay.pings_per_hop:
+                return False  # unsolicited (a heartbeat): it was for this hop
             self.ping_pending = False
         elif opcode == OP_PING:
+            if self.link.relay.pings_per_hop:
+                # RFC 6455 5.5.2: answered by this hop's endpoint, with the same payload, unless this
+                # side has already sent its close frame. Into the stream toward this side, after the
+                # frame it is in the middle of.
+                if self.close_rcvd is None:
+                    self.peer.inject(encode_frame(OP_PONG, payload, mask=not self.is_charger))
+                return False
             self.peer.ping_pending = True
         else:
             self.close_rcvd = parse_close(payload)
@@ -384,6 +400,9 @@ class OcppRelay:
         self.decoder = decoder
         self.sink = sink
         self.counters = RelayCounters()
+        if config.ping_mode not in ("per_hop", "end_to_end"):
+            raise ValueError(f"ping_mode must be per_hop or end_to_end, not {config.ping_mode!r}")
+        self.pings_per_hop = config.ping_mode == "per_hop"
         # Payload of the relay's own pings; random per relay so a peer's ping never looks like one.
         self.ping_token = b"baywarden-relay:" + os.urandom(8).hex().encode()
         self._server: asyncio.Server | None = None

@@ -514,3 +514,20 @@ def test_config_from_settings() -> None:
     s = RelaySettings(port=9100, max_frame_bytes=4096, upstreams=[UpstreamSettings(pattern="EU-*", url="wss://c/ocpp")])
     c = RelayConfig.from_settings(s)
     assert (c.port, c.max_frame_bytes, list(c.upstreams)) == (9100, 4096, [Upstream("EU-*", "wss://c/ocpp")])
+    assert (c.ping_mode, c.ping_interval, c.ping_timeout) == ("per_hop", 20.0, 20.0)
+
+    s = RelaySettings(ping_mode="end_to_end", ping_interval_s=None, ping_timeout_s=5)
+    c = RelayConfig.from_settings(s)
+    assert (c.ping_mode, c.ping_interval, c.ping_timeout) == ("end_to_end", None, 5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("ping_mode", "sometimes"), ("ping_interval_s", 0), ("ping_timeout_s", -1)]
+)
+def test_ping_settings_are_validated(field: str, value: object) -> None:
+    from pydantic import ValidationError
+
+    from models.settings import RelaySettings
+
+    with pytest.raises(ValidationError, match=field):
+        RelaySettings(**{field: value})

@@ -414,9 +414,53 @@ def test_back_pressure_both_ways_bounds_relay_buffers_and_loses_nothing(loop: st
 # --- pings ---------------------------------------------------------------------------------------
 
 
-def test_pings_pass_end_to_end_and_are_not_answered_by_the_relay(arun: Any) -> None:
+@LOOPS
+def test_pings_are_answered_per_hop_and_not_passed_on(loop: str) -> None:
     async def main() -> None:
         async with RawCsms() as csms, make_relay(csms.url()) as relay:
+            cp, _ = await raw_charger(relay.port, "/ocpp/CP-HOP", "Sec-WebSocket-Protocol: ocpp1.6")
+            cp.auto_pong = False
+            await until(lambda: len(csms.ends) == 1)
+            up = csms.ends[0]
+            up.auto_pong = False
+            cp.send(OP_PING, b"cp-ping")
+            await until(lambda: cp.scan.of(OP_PONG) == [b"cp-ping"])  # the relay's answer, same payload
+            up.send(OP_PING, b"csms-ping")
+            await until(lambda: up.scan.of(OP_PONG) == [b"csms-ping"])
+            cp.send(OP_PONG, b"heartbeat")  # unsolicited: for this hop only
+            sent = cp.send(OP_TEXT, STATUS)
+            await until(lambda: up.scan.messages == [(OP_TEXT, STATUS)])
+            # Each side got only the relay's answer to its own ping; the call went on unchanged.
+            assert up.scan.controls == [(OP_PONG, b"csms-ping")] and bytes(up.raw).endswith(sent)
+            assert cp.scan.controls == [(OP_PONG, b"cp-ping")]
+            assert cp.scan.violations == [] and up.scan.violations == []  # the pong to the CSMS was masked
+            assert relay.counters.pings_sent == 0
+
+            # A ping that comes while the other direction is in the middle of a frame is answered
+            # after that frame, never inside it.
+            frame = encode_frame(OP_TEXT, b'[3,"s1",{}]' * 50)
+            before = len(cp.raw)
+            up.writer.write(frame[:40])
+            await until(lambda: len(cp.raw) == before + 40)
+            cp.send(OP_PING, b"mid-frame")
+            await asyncio.sleep(0.1)
+            assert cp.scan.of(OP_PONG) == [b"cp-ping"]  # held back
+            up.writer.write(frame[40:])
+            await until(lambda: cp.scan.of(OP_PONG) == [b"cp-ping", b"mid-frame"])
+            assert bytes(cp.raw[before:]) == frame + encode_frame(OP_PONG, b"mid-frame")
+            await cp.close()
+
+    run_on(loop, main)
+
+
+def test_relay_refuses_an_unknown_ping_mode() -> None:
+    with pytest.raises(ValueError, match="ping_mode"):
+        make_relay("ws://127.0.0.1:9/csms", ping_mode="sometimes")
+
+
+def test_end_to_end_pings_pass_through_and_are_not_answered_by_the_relay(arun: Any) -> None:
+    async def main() -> None:
+        async with RawCsms() as csms, make_relay(csms.url(), ping_mode="end_to_end") as relay:
             async with connect(f"ws://127.0.0.1:{relay.port}/ocpp/CP-P", subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
                 await until(lambda: len(csms.ends) == 1)
                 csms.ends[0].auto_pong = False
@@ -481,10 +525,13 @@ def test_side_that_stops_answering_is_closed_1011_other_side_gets_1001(arun: Any
 
 
 def test_other_ends_unanswered_ping_is_the_probe(arun: Any) -> None:
-    """A peer may answer only the latest ping: the relay adds none while the CSMS's is pending."""
+    """End to end, a peer may answer only the latest ping: the relay adds none while the CSMS's is pending."""
 
     async def main() -> None:
-        async with RawCsms() as csms, make_relay(csms.url(), ping_interval=0.1, ping_timeout=0.5) as relay:
+        async with (
+            RawCsms() as csms,
+            make_relay(csms.url(), ping_interval=0.1, ping_timeout=0.5, ping_mode="end_to_end") as relay,
+        ):
             cp, _ = await raw_charger(relay.port, "/ocpp/CP-PP", "Sec-WebSocket-Protocol: ocpp1.6")
             cp.auto_pong = False
             await until(lambda: len(csms.ends) == 1)
@@ -523,20 +570,24 @@ def test_charger_vanishing_reaches_the_csms(arun: Any, mid_frame: bool) -> None:
     arun(main())
 
 
-def test_fragmented_call_with_ping_inside_is_decoded_and_forwarded_unchanged(arun: Any) -> None:
+@pytest.mark.parametrize("ping_mode", ["per_hop", "end_to_end"])
+def test_fragmented_call_with_ping_inside_is_decoded_and_forwarded_unchanged(arun: Any, ping_mode: str) -> None:
     async def main() -> None:
         events: list[Any] = []
-        async with RawCsms() as csms, make_relay(csms.url(), events) as relay:
+        async with RawCsms() as csms, make_relay(csms.url(), events, ping_mode=ping_mode) as relay:
             cp, _ = await raw_charger(relay.port, "/ocpp/CP-FRAG", "Sec-WebSocket-Protocol: ocpp1.6")
             await until(lambda: len(csms.ends) == 1)
             up = csms.ends[0]
             sent = cp.send(OP_TEXT, STATUS[:10], fin=False)
-            sent += cp.send(OP_PING, b"mid-message")
+            ping = cp.send(OP_PING, b"mid-message")
             sent += cp.send(OP_CONT, STATUS[10:50], fin=False)
             sent += cp.send(OP_CONT, STATUS[50:])
             await until(lambda: up.scan.messages == [(OP_TEXT, STATUS)])
-            assert bytes(up.raw) == sent
-            await until(lambda: cp.scan.of(OP_PONG) == [b"mid-message"])  # the CSMS's pong, passed back
+            if ping_mode == "end_to_end":
+                assert bytes(up.raw) == sent[:6 + 10] + ping + sent[6 + 10 :]
+            else:
+                assert bytes(up.raw) == sent  # the data frames unchanged, the ping answered by the relay
+            await until(lambda: cp.scan.of(OP_PONG) == [b"mid-message"])  # from the CSMS or the relay
             await until(lambda: any(e.kind == "connector_available" for e in events))
             assert relay.counters.frames_cs_to_csms == 1
             await cp.close()
