@@ -29,10 +29,20 @@ CLIP_BAY = [[200.0, 200.0], [780.0, 200.0], [780.0, 640.0], [200.0, 640.0]]  # f
 PLATE = "M5XSX"  # the plate in the clip's source photo (plates-dev eu1.jpg)
 
 
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now and never given out before by this process: once the probing
+    socket is closed the kernel may hand the same port to the next bind(0), and two parts told to
+    listen on one port cannot both start (a relay and an API did, in CI)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 class _Mailbox:

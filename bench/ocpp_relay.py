@@ -36,7 +36,6 @@ import gc
 import json
 import os
 import resource
-import socket
 import statistics
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from baywarden.demo import free_port  # noqa: E402
 from ocpp_link.decoder import OcppDecoder  # noqa: E402
 from ocpp_link.relay import OcppRelay, RelayConfig, Upstream  # noqa: E402
 
@@ -304,12 +304,6 @@ class ServiceRelay:
             self.proc.terminate()
             await self.proc.wait()
         self.tmp.cleanup()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Run:

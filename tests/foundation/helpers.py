@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from api.app import create_app
 from api.routes.users import create_user
+from baywarden.demo import free_port
 from models.db import make_engine, upgrade
 from models.settings import Settings, load_settings
 from models.tables import Role, UserCreate
@@ -64,14 +65,6 @@ def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
     r = client.post("/api/v1/auth/login", json={"username": username, "password": password})
     assert r.status_code == 200, r.text
     return r.json()["csrf_token"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from baywarden.demo import free_port
 from models.db import head_revision
 
 BAYWARDEN = [sys.executable, "-m", "baywarden.cli"]
@@ -21,12 +22,6 @@ def run(args, cwd, env=None, input=None, timeout=60):
     return subprocess.run(
         BAYWARDEN + args, cwd=cwd, env=full_env, input=input, capture_output=True, text=True, timeout=timeout
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_help_lists_every_command(tmp_path):

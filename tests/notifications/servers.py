@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 import time
@@ -16,12 +15,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-
-def free_port() -> int:
-    """aiosmtpd's Controller cannot take port 0 (its ready check connects to the port it was given)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from baywarden.demo import free_port
 
 
 @dataclass
@@ -66,7 +60,7 @@ class SmtpServer:
 
     def __init__(self, handler: RecordingHandler | None = None, **smtp_kwargs: Any):
         self.handler = handler or RecordingHandler()
-        self.port = free_port()
+        self.port = free_port()  # aiosmtpd's Controller cannot take port 0 (its ready check connects to it)
         self.smtp_kwargs = smtp_kwargs
         self._controller: Controller | None = None
 
