@@ -18,7 +18,7 @@ Paced runs are paired by default: one load generator runs --chargers direct and 
 chargers, dealt alternately, each path at --rate in the same seconds, so a stall of the host, the
 load generator or the CSMS lands on both paths and cancels in the difference (--paced sequential:
 a direct run, then a relayed one, which also measures how the host changed between the two).
-Rounds alternate which path runs first.
+Rounds alternate which path runs first (saturated runs, and sequential paced runs).
 
 --service puts the relay in a `baywarden run` process (API and relay parts on, every decoded event
 stored by the writer thread in SQLite, or --database-url): the product's whole path, not just the
