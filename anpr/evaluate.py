@@ -632,8 +632,8 @@ def _worst_grid(rows: Sequence[PlateResult], dirs: dict[str, Path], target: Path
 def _format_block(report: EvalReport, title: str) -> list[str]:
     lines = [f"== {title}"]
     for key, value in report.summary().items():
-        if key in ("datasets", "length_errors"):
-            continue
+        if key in ("datasets", "length_errors", "recognizer", "name", "kind", "split"):
+            continue  # the recogniser is printed once; name, kind and split are in the title
         lines.append(f"{key:>26}: {value}")
     lines.append(f"{'length_errors':>26}: " + ", ".join(f"{k} {v}" for k, v in report.length_errors.items()))
     return lines
@@ -683,7 +683,7 @@ def main_eval(
     if json_out:
         print(json.dumps(report.summary()))
     else:
-        lines = []
+        lines = [f"recogniser: {report.recognizer}", ""]
         for part in reports:
             lines += [*_format_block(part, f"{part.name} ({part.kind}, split {part.split})"), ""]
         lines += _format_block(report, f"all {len(reports)} folder(s) together")
@@ -725,7 +725,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     # no argparse choices: a backend registered in anpr.ocr after this file was written still works;
     # make_ocr names the known ones when the name is wrong
-    ap.add_argument("--ocr", default="rapidocr", help=f"OCR backend: {', '.join(_ocr_names())}")
+    ap.add_argument(
+        "--ocr",
+        default="rapidocr",
+        help=f"OCR backend: {', '.join(_ocr_names())} or any other name anpr.ocr.make_ocr knows",
+    )
     ap.add_argument("--detector", default="onnx", choices=["onnx", "ultralytics", "none"])
     ap.add_argument("--detector-path", type=Path, default=None, help="model file (default: the committed one)")
     ap.add_argument("--formats", default="eu", help="format set (eu, uk, br, generic, all) or comma list of names")

@@ -281,9 +281,8 @@ def test_cli_unknown_ocr_backend_is_a_usage_error(tmp_path: Path) -> None:
     assert "unknown OCR backend 'nope'" in proc.stderr and "rapidocr" in proc.stderr
 
 
-@pytest.mark.slow
 def test_two_datasets_through_the_real_pipeline(tmp_path: Path) -> None:
-    """A slice of plates-dev (scenes) and of plate-crops-us val (crops), the default recogniser."""
+    """A slice of plates-dev (scenes) and of plate-crops-us val (crops), the default recogniser (~5 s)."""
     need(DEV.is_dir() and CROPS_US.is_dir(), f"shared datasets missing under {DATASETS}")
     need(MODEL.is_file(), f"plate detector not present: {MODEL}")
     env = {**os.environ, "BAYWARDEN_INFER_THREADS": "1"}
