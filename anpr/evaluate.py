@@ -575,7 +575,7 @@ def _pyplot():
 
 def _height_plot(parts: Sequence[EvalReport], target: Path) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(9.5, 4))
     width = 0.8 / max(1, len(parts))
     x = np.arange(len(HEIGHT_BIN_LABELS))
     for i, p in enumerate(parts):
@@ -595,7 +595,7 @@ def _height_plot(parts: Sequence[EvalReport], target: Path) -> None:
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("exact plate accuracy")
     ax.set_xlabel("plate height (labelled box, or crop height)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     fig.tight_layout()
     fig.savefig(target, dpi=90)
     plt.close(fig)

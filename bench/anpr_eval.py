@@ -1,12 +1,14 @@
 """Plate recognition on a labelled folder for every backend combination, as one table.
 
-    python bench/anpr_eval.py [--dataset DIR] [--limit N] [--detector-path FILE]
+    python bench/anpr_eval.py [--dataset DIR[:split] ...] [--limit N] [--detector-path FILE]
                               [--ocr rapidocr,easyocr] [--detectors onnx,ultralytics,none]
                               [--baseline] [--json-out FILE]
 
 `--baseline` adds the off-the-shelf pipeline for comparison: detector box -> one padded crop ->
 the recogniser's plain best-path text (no formats, no crop variants, no text proposals).
 Combinations whose backend is not installed (easyocr, ultralytics) are reported and skipped.
+`--dataset` may be repeated (scene or crop folders, `DIR:split` as in `anpr.evaluate`); each row is
+then the figures over all of them together (`anpr.evaluate.combine`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from anpr.detector import PlateDetector  # noqa: E402
-from anpr.evaluate import evaluate  # noqa: E402
+from anpr.evaluate import combine, evaluate, parse_dataset_spec  # noqa: E402
 from anpr.ocr import OcrBackend  # noqa: E402
 from anpr.recognizer import Timings, crop_box, make_recognizer  # noqa: E402
 from anpr.types import PlateCandidate  # noqa: E402
@@ -66,7 +68,7 @@ class PlainBaseline:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    ap.add_argument("--dataset", action="append", default=None, help="DIR or DIR:split; may be repeated")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--detector-path", type=Path, default=None)
     ap.add_argument("--ocr", default="rapidocr,easyocr")
@@ -76,6 +78,10 @@ def main() -> int:
     ap.add_argument("--baseline", action="store_true")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
+    datasets = [parse_dataset_spec(d) for d in (args.dataset or [str(DEFAULT_DATASET)])]
+
+    def run(rec) -> dict:
+        return combine([evaluate(p, rec, limit=args.limit, split=split) for p, split in datasets]).summary()
 
     rows: list[tuple[str, str, dict | str]] = []
     for ocr_name in args.ocr.split(","):
@@ -93,11 +99,10 @@ def main() -> int:
             except Exception as exc:  # a missing optional backend is a row, not a crash
                 rows.append((det_name, ocr_name, f"skipped: {exc}"))
                 continue
-            rows.append((det_name, ocr_name, evaluate(args.dataset, rec, limit=args.limit).summary()))
+            rows.append((det_name, ocr_name, run(rec)))
             if args.baseline and det_name != "none":
                 base = PlainBaseline(rec.detector, rec.ocr)  # type: ignore[arg-type]
-                summary = evaluate(args.dataset, base, limit=args.limit).summary()
-                rows.append((det_name, f"{ocr_name} (plain baseline)", summary))
+                rows.append((det_name, f"{ocr_name} (plain baseline)", run(base)))
 
     header = "| detector | ocr | " + " | ".join(COLUMNS) + " |"
     print(header)
@@ -114,9 +119,7 @@ def main() -> int:
         ]
         print(f"| {det_name} | {ocr_name} | " + " | ".join(cells) + " |")
     if args.json_out:
-        args.json_out.write_text(
-            json.dumps([{"detector": d, "ocr": o, "result": r} for d, o, r in rows], indent=1)
-        )
+        args.json_out.write_text(json.dumps([{"detector": d, "ocr": o, "result": r} for d, o, r in rows], indent=1))
     return 0
 
 
