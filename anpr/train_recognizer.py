@@ -142,6 +142,8 @@ def _synthetic_text(rng: random.Random) -> tuple[str, str]:
 def render_synthetic(rng: random.Random, fonts: Sequence[str]) -> Sample:
     from PIL import Image, ImageDraw, ImageFont
 
+    if rng.random() < TWO_LINE_SYNTHETIC:
+        return _render_two_line(rng, fonts)
     printed, label = _synthetic_text(rng)
     h = 110
     font = ImageFont.truetype(rng.choice(fonts), rng.randint(70, 88))
@@ -173,6 +175,38 @@ def render_synthetic(rng: random.Random, fonts: Sequence[str]) -> Sample:
     surround = np.full((h + 2 * pad, w + 2 * pad, 3), rng.randint(20, 200), np.uint8)
     surround[pad : pad + h, pad : pad + w] = arr
     return Sample(surround, label, (pad, pad, pad + w, pad + h), "synthetic")
+
+
+TWO_LINE_SYNTHETIC = 0.3  # share of synthetic plates drawn as two stacked lines (square plates)
+
+
+def _render_two_line(rng: random.Random, fonts: Sequence[str]) -> Sample:
+    """A square-ish plate with its text in two rows; the label reads the top row, then the bottom one."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    _, label = _synthetic_text(rng)
+    label = label[:8] if len(label) >= 4 else label + "".join(rng.choice(_D) for _ in range(4 - len(label)))
+    cut = max(1, min(len(label) - 1, len(label) // 2 + rng.randint(-1, 1)))
+    lines = [label[:cut], label[cut:]]
+    font = ImageFont.truetype(rng.choice(fonts), rng.randint(64, 84))
+    widths = [int(font.getlength(t)) for t in lines]
+    line_h = int(font.size * 0.95)
+    w = max(widths) + rng.randint(30, 60)
+    h = max(2 * line_h + rng.randint(24, 50), int(w / 1.1))
+    bg = rng.choice([(245, 245, 245), (240, 240, 235), (30, 200, 250)])
+    fg = (15, 15, 15)
+    img = Image.new("RGB", (w, h), bg[::-1])
+    draw = ImageDraw.Draw(img)
+    gap = (h - 2 * line_h) / 3
+    for k, (t, tw) in enumerate(zip(lines, widths, strict=True)):
+        y = gap + k * (line_h + gap) + line_h / 2
+        draw.text(((w - tw) // 2, y), t, font=font, fill=fg[::-1], anchor="lm")
+    draw.rectangle([1, 1, w - 2, h - 2], outline=fg[::-1], width=rng.randint(2, 5))
+    arr = cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR)
+    pad = 40
+    surround = np.full((h + 2 * pad, w + 2 * pad, 3), rng.randint(20, 200), np.uint8)
+    surround[pad : pad + h, pad : pad + w] = arr
+    return Sample(surround, label, (pad, pad, pad + w, pad + h), "synthetic-2line")
 
 
 # -------------------------------------------------------------------------------- augmentation
@@ -315,7 +349,11 @@ class Exportable:
                 self.inner = inner
 
             def forward(self, x):
-                return torch.softmax(self.inner(x, None), dim=2)
+                # Model.forward with its AdaptiveAvgPool2d((None, 1)) written as a mean over the
+                # remaining feature rows (the ONNX exporter needs a static pooling size)
+                m = self.inner
+                feat = m.FeatureExtraction(x).permute(0, 3, 1, 2).mean(dim=3)
+                return torch.softmax(m.Prediction(m.SequenceModeling(feat).contiguous()), dim=2)
 
         return _Probs(model)
 
@@ -448,6 +486,10 @@ def train(args: argparse.Namespace) -> Path:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         start_epoch, best, total_epochs, history = ck["epoch"] + 1, ck["best"], ck["total_epochs"], ck["history"]
+        if args.hours and history:
+            # a new time budget on resume: re-plan the remaining epochs from the last epoch's speed
+            per_epoch = history[-1]["seconds"] * 1.1  # + validation
+            total_epochs = max(start_epoch + 1, start_epoch + int(args.hours * 3600 / per_epoch))
         say(f"resumed from {last} at epoch {start_epoch}/{total_epochs}, best {best:.3f}")
     elif start_epoch == 0:
         m0 = {k: evaluate(model, v) for k, v in (("br", val_br), ("us", val_us))}
