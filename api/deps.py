@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from api.context import AppContext
 from api.security import lookup_session, lookup_token, tokens_equal
-from models.tables import ApiToken, OperatorSession, Role, User
+from models.tables import ApiToken, OperatorSession, Permission, Role, User, role_allows, scopes_allow
 
 SESSION_COOKIE = "bw_session"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -49,6 +49,15 @@ class Principal:
     @property
     def csrf_token(self) -> str:
         return self.session.csrf_token if self.session else ""
+
+    def can(self, permission: Permission) -> bool:
+        return role_allows(self.role, permission)
+
+    def may_post_for(self, subject: str | None) -> bool:
+        """Device tokens post only for the cameras/chargers in their scopes; nobody else posts at all."""
+        if not self.can(Permission.post_events) or self.token is None:
+            return False
+        return scopes_allow(list(self.token.scopes or []), subject)
 
 
 def client_ip(request: Request) -> str:
@@ -88,18 +97,25 @@ async def current_principal(request: Request, ctx: Ctx, db: DbSession) -> Princi
     return request.state.principal
 
 
-def require(role: Role) -> Callable[..., Principal]:
-    """Dependency: a logged-in operator whose role is at least `role` (admin > operator > viewer)."""
+def require(permission: Permission) -> Callable[..., Principal]:
+    """Dependency: a caller whose role holds `permission` in `models.tables.ROLE_PERMISSIONS`.
+
+    The only place rights are checked; every non-public route declares exactly one of these (a test
+    walks all routes for every role against the table).
+    """
 
     async def dep(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if not principal.role.allows(role):
-            raise HTTPException(status_code=403, detail=f"needs the {role.value} role")
+        if not principal.can(permission):
+            detail = f"your role ({principal.role.value}) may not {permission.value}"
+            raise HTTPException(status_code=403, detail=detail)
         return principal
 
+    dep.permission = permission  # type: ignore[attr-defined]  # read by the route x role test
     return dep
 
 
-Viewer = Annotated[Principal, Depends(require(Role.viewer))]
-Operator = Annotated[Principal, Depends(require(Role.operator))]
-Admin = Annotated[Principal, Depends(require(Role.admin))]
-Device = Annotated[Principal, Depends(require(Role.device))]
+Viewer = Annotated[Principal, Depends(require(Permission.read))]
+Operator = Annotated[Principal, Depends(require(Permission.operate))]
+Admin = Annotated[Principal, Depends(require(Permission.administer))]
+EventPoster = Annotated[Principal, Depends(require(Permission.post_events))]
+EvidenceUploader = Annotated[Principal, Depends(require(Permission.upload_evidence))]

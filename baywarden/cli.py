@@ -186,18 +186,32 @@ def user_create(
 def token_create(
     name: Annotated[str, typer.Argument(help="A name to recognise the token by, e.g. edge-gate-1.")],
     role: Annotated[str, typer.Option(help="device (post events only), viewer, operator or admin.")] = "device",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="Device tokens: camera:NAME or charger:ID it may post for (fnmatch, repeatable)."),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
+    import re
+
     from api.routes.tokens import create_token
-    from models.tables import Role
+    from models.tables import SCOPE_PATTERN, Role
 
     if role not in {r.value for r in Role}:
         fail(f"--role must be one of {', '.join(r.value for r in Role)}, not {role!r}", 2)
+    scopes = list(scope or [])
+    if role == "device" and not scopes:
+        fail("a device token needs --scope camera:NAME (or charger:ID), e.g. --scope 'camera:gate'", 2)
+    if role != "device" and scopes:
+        fail("only device tokens have --scope", 2)
+    for s in scopes:
+        if not re.match(SCOPE_PATTERN, s):
+            fail(f"--scope {s!r}: expected camera:NAME or charger:ID (letters, digits, _ . - and * ? patterns)", 2)
     settings = settings_from(config)
     setup_logging("WARNING", "cli")
     with _migrated_session(settings) as db:
-        _, secret = create_token(db, name, Role(role), actor="cli")
+        _, secret = create_token(db, name, Role(role), actor="cli", scopes=scopes)
     typer.echo(secret)
 
 
@@ -328,26 +342,39 @@ def worker(
 
 @anpr_app.command("eval")
 def anpr_eval(
-    dataset: Annotated[Path, typer.Option(help="Folder with labels.jsonl and images/ (e.g. plates-dev).")],
+    dataset: Annotated[
+        list[str],
+        typer.Option(help="Folder with labels.jsonl (scenes or crops), optionally DIR:split; repeat for several."),
+    ],
     json_out: Annotated[bool, typer.Option("--json", help="Last line: one JSON object with the figures.")] = False,
-    ocr: Annotated[str, typer.Option(help="rapidocr or easyocr.")] = "rapidocr",
-    detector: Annotated[str, typer.Option(help="onnx or ultralytics.")] = "onnx",
+    ocr: Annotated[str, typer.Option(help="OCR backend (rapidocr, easyocr, platerec, ...).")] = "rapidocr",
+    detector: Annotated[str, typer.Option(help="onnx, ultralytics or none.")] = "onnx",
     detector_path: Annotated[Path | None, typer.Option(help="Detector model (default: the committed ONNX).")] = None,
     formats: Annotated[str, typer.Option(help="Plate format set(s), comma-separated.")] = "eu",
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Write a report (JSON, Markdown, worst-case plot) here.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images of each dataset.")] = None,
+    split: Annotated[str | None, typer.Option(help="train, val or all (default: val where rows have one).")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Auto-accept confidence (default: the review threshold).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write a report (JSON, Markdown, plots) here.")] = None,
 ) -> None:
-    """Measure detection recall/precision, exact plate and character accuracy, and ms per image."""
-    from anpr.evaluate import main_eval
+    """Measure detection, exact plate and character accuracy, auto-accept precision and ms per image,
+    per dataset and over all of them."""
+    from anpr.evaluate import DEFAULT_THRESHOLD, UsageError, main_eval, parse_dataset_spec
 
-    if not (dataset / "labels.jsonl").is_file():
-        fail(f"{dataset}: no labels.jsonl (see ../shared/datasets/README.md for the format)", 2)
-    if ocr not in ("rapidocr", "easyocr") or detector not in ("onnx", "ultralytics"):
-        fail("--ocr must be rapidocr or easyocr, --detector onnx or ultralytics", 2)
+    for d in dataset:
+        path = parse_dataset_spec(d)[0]
+        if not (path / "labels.jsonl").is_file():
+            fail(f"{path}: no labels.jsonl (see ../shared/datasets/README.md for the format)", 2)
+    if detector not in ("onnx", "ultralytics", "none"):
+        fail("--detector must be onnx, ultralytics or none", 2)
     setup_logging("WARNING", "eval")
     try:
         main_eval(dataset, backend=ocr, json_out=json_out, report_dir=report, limit=limit, detector=detector,
-                  detector_path=detector_path, formats=formats)
+                  detector_path=detector_path, formats=formats, split=split,
+                  threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+    except UsageError as exc:
+        fail(str(exc), 2)
     except (FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
 

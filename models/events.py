@@ -166,3 +166,19 @@ class EventEnvelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     event_id: str = Field(min_length=8, max_length=128)
     event: DomainEvent
+
+
+def event_subject(event: _Event) -> str | None:
+    """What a device token must be scoped for to post this event: `camera:NAME` or `charger:ID`.
+
+    None for events only Baywarden itself raises (relay upstream changes): no token may post them.
+    """
+    if isinstance(event, RelayUpstreamChanged):
+        return None
+    camera = getattr(event, "camera", None)
+    if camera is not None:
+        return f"camera:{camera}"
+    charger = getattr(event, "charge_point_id", None)
+    if charger is not None:
+        return f"charger:{charger}"
+    return None

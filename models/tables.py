@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from typing import Any
 
-from pydantic import EmailStr
+from pydantic import EmailStr, field_validator
 from sqlalchemy import JSON, Column, Index
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
@@ -25,14 +26,45 @@ class Role(StrEnum):
     admin = "admin"
     operator = "operator"
     viewer = "viewer"
-    device = "device"  # edge workers and CSMS intakes: may only post events
+    device = "device"  # edge workers: may only post events and evidence, for the cameras it is issued for
 
-    @property
-    def rank(self) -> int:
-        return {"device": -1, "viewer": 0, "operator": 1, "admin": 2}[self.value]
 
-    def allows(self, needed: Role) -> bool:
-        return self.rank >= needed.rank
+class Permission(StrEnum):
+    """What a request may do. Routes name the permission they need; roles are sets of permissions."""
+
+    read = "read"  # dashboards, logs, evidence images, settings (secrets masked)
+    operate = "operate"  # act: penalties, lists, cameras, bays, rules, resend mail
+    administer = "administer"  # users, API tokens
+    post_events = "post_events"  # domain events, limited to the token's scopes
+    upload_evidence = "upload_evidence"  # write-once evidence images, limited to the token's camera scopes
+
+
+# The one table of rights. Not a rank order: a new role gets exactly what is listed here, nothing by
+# being "above" another. Devices get no read right (a stolen edge token must not show plates).
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.viewer: frozenset({Permission.read}),
+    Role.operator: frozenset({Permission.read, Permission.operate}),
+    Role.admin: frozenset({Permission.read, Permission.operate, Permission.administer}),
+    Role.device: frozenset({Permission.post_events, Permission.upload_evidence}),
+}
+
+# Roles a person logging in with a password may hold (device is for tokens only).
+USER_ROLES = (Role.admin, Role.operator, Role.viewer)
+
+
+def role_allows(role: Role, permission: Permission) -> bool:
+    return permission in ROLE_PERMISSIONS.get(role, frozenset())
+
+
+SCOPE_PATTERN = r"^(camera|charger):[A-Za-z0-9_.*?-]{1,64}$"
+
+
+def scopes_allow(scopes: list[str], subject: str | None) -> bool:
+    """Whether a token scoped to `scopes` (fnmatch patterns such as `camera:north-*`) covers `subject`."""
+    if not subject:
+        return False
+    kind = subject.split(":", 1)[0] + ":"
+    return any(s.startswith(kind) and fnmatchcase(subject, s) for s in scopes)
 
 
 # --- operators -----------------------------------------------------------------------------
@@ -48,8 +80,16 @@ class UserBase(SQLModel):
     is_active: bool = True
 
 
+def _person_role(role: Role | None) -> Role | None:
+    if role is not None and role not in USER_ROLES:
+        raise ValueError("a user's role is admin, operator or viewer (device is for API tokens)")
+    return role
+
+
 class UserCreate(UserBase):
     password: str = Field(min_length=10, max_length=256)
+
+    _role = field_validator("role")(_person_role)
 
 
 class UserUpdate(SQLModel):
@@ -58,6 +98,8 @@ class UserUpdate(SQLModel):
     role: Role | None = None
     is_active: bool | None = None
     password: str | None = Field(default=None, min_length=10, max_length=256)
+
+    _role = field_validator("role")(_person_role)
 
 
 class User(UserBase, table=True):
@@ -134,6 +176,9 @@ class ApiToken(SQLModel, table=True):
     name: str = Field(min_length=1, max_length=64, unique=True)
     token_hash: str = Field(max_length=64, unique=True, index=True)
     role: Role = Field(default=Role.device, sa_type=SAEnum(Role, native_enum=False, length=16, name="role"))
+    # Device tokens: what they may post for, e.g. ["camera:gate", "camera:north-*", "charger:CP1"]
+    # (fnmatch patterns). Empty for other roles.
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     created_by: str = Field(max_length=64)
     created_at: datetime = _ts()
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -144,6 +189,7 @@ class ApiTokenPublic(SQLModel):
     id: str
     name: str
     role: Role
+    scopes: list[str] = []
     created_by: str
     created_at: datetime
     last_used_at: datetime | None

@@ -21,7 +21,7 @@ from api.routes import cameras as cameras_api
 from api.routes import csms as csms_api
 from api.routes import enforcement as enf_api
 from api.templating import render
-from models.tables import Presence, Role, VisitRow
+from models.tables import Permission, Presence, VisitRow
 
 router = APIRouter(prefix="/dash", include_in_schema=False)
 
@@ -29,8 +29,8 @@ router = APIRouter(prefix="/dash", include_in_schema=False)
 def page(request: Request, name: str, principal: Principal, status_code: int = 200, **context: Any) -> HTMLResponse:
     """Render `name`: the whole page, or just its main content for an htmx request."""
     context.setdefault("fragment", request.headers.get("hx-request") == "true")
-    context.setdefault("can_edit", principal.role.allows(Role.operator))
-    context.setdefault("is_admin", principal.role.allows(Role.admin))
+    context.setdefault("can_edit", principal.can(Permission.operate))
+    context.setdefault("is_admin", principal.can(Permission.administer))
     return render(request, name, status_code=status_code, **context)
 
 

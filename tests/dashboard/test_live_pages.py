@@ -16,7 +16,7 @@ from models.settings import Settings
 from models.tables import Alert, AuditLog, BayStateRow, Role, VisitRow
 from tests.conftest import FakeClock
 from tests.dashboard.seed import add_alert, db_session, seed_rich_visit, seed_visit
-from tests.foundation.helpers import add_user, client_for, login, make_settings, operator_app
+from tests.foundation.helpers import EDGE_TOKEN, add_user, client_for, login, make_settings, operator_app
 
 XSS = '<script>alert("x")</script>'
 
@@ -235,7 +235,7 @@ def test_expired_entries_no_longer_exempt_or_alert(tmp_path: Path, sqlite_url: s
     add_user(settings, "root", Role.admin)
     with client:
         csrf = login(client, "root")
-        token = client.post("/api/v1/tokens", json={"name": "edge"}, headers=h(csrf)).json()["token"]
+        token = client.post("/api/v1/tokens", json=EDGE_TOKEN, headers=h(csrf)).json()["token"]
         comp = EnforcementComponent(client.app.state.ctx)
         comp.service = comp._build()
         ids = {}

@@ -8,7 +8,7 @@ import pytest
 from api.enforcement_control import EnforcementComponent
 from models.tables import Alert, AuditLog, Role, VisitRow
 from tests.enforcement.test_service import arrive, ev, post, rows
-from tests.foundation.helpers import add_user, client_for, login, make_settings
+from tests.foundation.helpers import EDGE_TOKEN, add_user, client_for, login, make_settings
 
 RULES = {"idle_grace_min": 10, "idle_fee_per_min": "0.50", "idle_fee_cap": "30.00", "currency": "EUR"}
 
@@ -29,7 +29,7 @@ def env(tmp_path, db_url, clock):
     add_user(settings, "root", Role.admin)
     with client:
         csrf = login(client, "root")
-        token = client.post("/api/v1/tokens", json={"name": "edge"}, headers={"X-CSRF-Token": csrf})
+        token = client.post("/api/v1/tokens", json=EDGE_TOKEN, headers={"X-CSRF-Token": csrf})
         client.post("/logout", headers={"X-CSRF-Token": csrf})
         csrf = login(client, "op")
         ctx = client.app.state.ctx
@@ -167,7 +167,7 @@ def test_running_engine_reloads_between_events(tmp_path, db_url, clock):
     with client:
         csrf = login(client, "root")
         h = {"X-CSRF-Token": csrf}
-        token = client.post("/api/v1/tokens", json={"name": "edge"}, headers=h).json()["token"]
+        token = client.post("/api/v1/tokens", json=EDGE_TOKEN, headers=h).json()["token"]
         assert client.post("/api/v1/bays", json={"bay_id": "B7"}, headers=h).status_code == 201
         assert client.app.state.ctx.enforcement.service.bays.keys() == {"B7"}
         post(client, {"Authorization": f"Bearer {token}"}, arrive(1, clock(), "AB123CD", bay="B7"))

@@ -11,7 +11,7 @@ from api.enforcement_control import EnforcementComponent
 from api.notify import OutboxDispatcher
 from models.db import make_engine
 from models.tables import Penalty, Role, Vehicle
-from tests.foundation.helpers import add_user, client_for, login, make_settings
+from tests.foundation.helpers import EDGE_TOKEN, add_user, client_for, login, make_settings
 from tests.notifications.servers import SmtpServer
 
 
@@ -43,7 +43,7 @@ def env(tmp_path, sqlite_url, clock, smtp):
     engine.dispose()
     with client:
         csrf = login(client, "root")
-        token = client.post("/api/v1/tokens", json={"name": "edge"}, headers={"X-CSRF-Token": csrf}).json()["token"]
+        token = client.post("/api/v1/tokens", json=EDGE_TOKEN, headers={"X-CSRF-Token": csrf}).json()["token"]
         ctx = client.app.state.ctx
         comp = EnforcementComponent(ctx, notify=ctx.notify)
         comp.service = comp._build()

@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 from api.enforcement_control import EnforcementComponent
 from models.db import make_engine
 from models.tables import Alert, ListEntry, Penalty, Role, TimerRow, VisitRow
-from tests.foundation.helpers import add_user, client_for, login, make_settings
+from tests.foundation.helpers import EDGE_TOKEN, add_user, client_for, login, make_settings
 
 RULES = {"idle_grace_min": 10, "idle_fee_per_min": "0.50", "idle_fee_cap": "30.00", "currency": "EUR",
          "confirmation_threshold": 0.8}
@@ -31,7 +31,7 @@ def env(tmp_path, db_url, clock):
     add_user(settings, "root", Role.admin)
     with client:
         csrf = login(client, "root")
-        token = client.post("/api/v1/tokens", json={"name": "edge"}, headers={"X-CSRF-Token": csrf}).json()["token"]
+        token = client.post("/api/v1/tokens", json=EDGE_TOKEN, headers={"X-CSRF-Token": csrf}).json()["token"]
         comp = EnforcementComponent(client.app.state.ctx)
         comp.service = comp._build()
         yield settings, client, clock, comp, {"Authorization": f"Bearer {token}"}, csrf

@@ -21,6 +21,9 @@ from models.tables import Role, UserCreate
 
 PASSWORD = "correct horse battery"
 
+# A device token for every camera and charger, as an edge worker of a test site gets.
+EDGE_TOKEN = {"name": "edge", "scopes": ["camera:*", "charger:*"]}
+
 
 def make_settings(tmp_path: Path, db_url: str, **overrides: object) -> Settings:
     return load_settings(None, data_dir=str(tmp_path / "data"), database_url=db_url, **overrides)

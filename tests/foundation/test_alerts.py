@@ -8,6 +8,7 @@ import pytest
 
 from models.tables import Role
 from tests.foundation.helpers import (
+    EDGE_TOKEN,
     PASSWORD,
     LiveServer,
     add_user,
@@ -34,7 +35,7 @@ def env(tmp_path, db_url):
     server = LiveServer(settings).start()
     with httpx.Client(base_url=server.url, timeout=10) as admin:
         csrf = login(admin, "root")
-        token = admin.post("/api/v1/tokens", json={"name": "edge"}, headers={"X-CSRF-Token": csrf}).json()["token"]
+        token = admin.post("/api/v1/tokens", json=EDGE_TOKEN, headers={"X-CSRF-Token": csrf}).json()["token"]
     yield server, {"Authorization": f"Bearer {token}"}
     server.stop()
 

@@ -17,7 +17,8 @@ def env(tmp_path, db_url, clock):
     add_user(settings, "root", Role.admin)
     with client:
         csrf = login(client, "root")
-        r = client.post("/api/v1/tokens", json={"name": "edge-1"}, headers={"X-CSRF-Token": csrf})
+        body = {"name": "edge-1", "scopes": ["camera:*"]}
+        r = client.post("/api/v1/tokens", json=body, headers={"X-CSRF-Token": csrf})
         assert r.status_code == 201, r.text
         yield settings, client, csrf, r.json()
 
@@ -99,3 +100,75 @@ def test_revoked_token_refused(env):
     auth = {"Authorization": f"Bearer {created['token']}"}
     r = client.post("/api/v1/events", json={"events": [arrival()]}, headers=auth)
     assert r.status_code == 401
+
+
+def _idle_chain(prefix: str) -> list[dict]:
+    """What the security review posted as a viewer: arrival, transaction, idle -> a 17.50 EUR penalty."""
+    at = "2026-11-02T09:00:00Z"
+    tx = {"charge_point_id": "CP1", "transaction_id": "T1", "connector_id": 1}
+    return [
+        {"event_id": f"{prefix}-event-arr1", "event": {"kind": "vehicle_arrived", "at": at, "presence_id": "p9",
+                                                  "camera": "gate", "bay_id": "B1", "plate": "VICTIM1",
+                                                  "confidence": 0.99}},
+        {"event_id": f"{prefix}-event-tx01", "event": {"kind": "transaction_started", "at": at, **tx}},
+        {"event_id": f"{prefix}-event-idl1", "event": {"kind": "charging_idle", "at": at, **tx}},
+    ]
+
+
+@pytest.mark.parametrize("role", [Role.viewer, Role.operator, Role.admin])
+def test_people_cannot_post_events_with_a_session_or_a_token(env, role):
+    """Finding 1 (high): any logged-in role could post events and so raise a penalty."""
+    settings, client, csrf, created = env
+    add_user(settings, f"u-{role.value}", role)
+    r = client.post("/api/v1/tokens", json={"name": f"t-{role.value}", "role": role.value},
+                    headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201, r.text
+    token = r.json()["token"]
+    client.cookies.clear()
+    user_csrf = login(client, f"u-{role.value}")
+    r = client.post("/api/v1/events", json={"events": _idle_chain("s")}, headers={"X-CSRF-Token": user_csrf})
+    assert r.status_code == 403, r.text
+    client.cookies.clear()
+    r = client.post("/api/v1/events", json={"events": _idle_chain("t")}, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403, r.text
+    upstream = {"event_id": "up-000001", "event": {"kind": "relay_upstream", "at": "2026-11-02T09:00:00Z",
+                                                   "upstream": "ws://evil", "up": False, "detail": "pwned"}}
+    r = client.post("/api/v1/events", json={"events": [upstream]}, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403
+    assert rows(settings, StoredEvent) == []
+
+
+def test_device_tokens_post_only_for_their_scopes(env):
+    settings, client, csrf, created = env  # edge-1: camera:* only
+    r = client.post("/api/v1/tokens", json={"name": "north", "scopes": ["camera:north-*", "charger:CP7"]},
+                    headers={"X-CSRF-Token": csrf})
+    north = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert r.json()["scopes"] == ["camera:north-*", "charger:CP7"]
+    for body, why in (({"name": "x"}, "needs scopes"), ({"name": "y", "scopes": ["gate"]}, "pattern"),
+                      ({"name": "z", "role": "viewer", "scopes": ["camera:*"]}, "only device")):
+        r = client.post("/api/v1/tokens", json=body, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 422, (body, why)
+    client.cookies.clear()
+    edge = {"Authorization": f"Bearer {created['token']}"}
+    # A camera-only token cannot post charger events: the whole batch is refused, nothing stored.
+    r = client.post("/api/v1/events", json={"events": _idle_chain("e")}, headers=edge)
+    assert r.status_code == 403 and "events[1]" in r.text and "charger:CP1" in r.text
+    assert rows(settings, StoredEvent) == []
+    r = client.post("/api/v1/events", json={"events": [arrival()]}, headers=north)
+    assert r.status_code == 403 and "camera:gate" in r.text
+    ok = arrival("ev-north01")
+    ok["event"]["camera"] = "north-2"
+    assert client.post("/api/v1/events", json={"events": [ok]}, headers=north).status_code == 200
+    tx = {"event_id": "ev-cp7-001", "event": {"kind": "transaction_started", "at": "2026-11-02T09:00:00Z",
+                                              "charge_point_id": "CP7", "transaction_id": "T7"}}
+    assert client.post("/api/v1/events", json={"events": [tx]}, headers=north).status_code == 200
+    tx["event_id"], tx["event"]["charge_point_id"] = "ev-cp8-001", "CP8"
+    assert client.post("/api/v1/events", json={"events": [tx]}, headers=north).status_code == 403
+    assert len(rows(settings, StoredEvent)) == 2
+
+
+def test_no_user_can_hold_the_device_role(env):
+    settings, client, csrf, created = env
+    body = {"username": "dev1", "password": "a good long password", "role": "device"}
+    r = client.post("/api/v1/users", json=body, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422
