@@ -159,4 +159,10 @@ class EventForwarder:
                 continue  # purged by retention before it could be sent; the event still goes
             r = self._client.put(f"/api/v1/evidence/{rel}", content=path.read_bytes(),
                                  headers={"Content-Type": "image/jpeg"})
+            if r.status_code in (409, 413, 415, 422):
+                # The centre will never take this file (another image already holds the path, or it is
+                # not an acceptable image): retrying would block every later event behind it.
+                log.warning("centre refused evidence %s (%s): %s; the event is sent without it",
+                            rel, r.status_code, r.text[:200])
+                continue
             r.raise_for_status()

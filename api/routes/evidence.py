@@ -1,21 +1,28 @@
-"""Evidence images: uploaded by edge workers, served only to logged-in operators."""
+"""Evidence images: uploaded by edge workers (write-once), served only to logged-in operators."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import struct
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request
+import cv2
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 
-from api.deps import Ctx, Device, Viewer
+from api.deps import Ctx, EvidenceUploader, Viewer
 
 router = APIRouter(prefix="/api/v1/evidence", tags=["evidence"])
 
 # <camera>/<YYYY-MM-DD>/<name>.jpg: no "..", no absolute paths, nothing outside the evidence dir.
 _PATH = re.compile(r"^[A-Za-z0-9_.-]{1,64}/\d{4}-\d{2}-\d{2}/[A-Za-z0-9_-]{1,100}\.jpg$")
 MAX_BYTES = 8 << 20
+MAX_SIDE = 8192  # a camera frame; larger claims are decompression bombs, not evidence
+WRITE_ONCE = "evidence is write-once: another image is already stored under this path"
+FILE_MODE = 0o640  # plate images are personal data
 
 
 def _resolve(root: Path, rel: str) -> Path:
@@ -27,18 +34,100 @@ def _resolve(root: Path, rel: str) -> Path:
     return path
 
 
-@router.put("/{rel:path}", status_code=204)
-async def upload(rel: str, request: Request, ctx: Ctx, _: Device) -> None:
-    path = _resolve(ctx.settings.evidence_dir, rel)
-    body = await request.body()
-    if len(body) > MAX_BYTES:
-        raise HTTPException(413, f"evidence images are limited to {MAX_BYTES >> 20} MiB")
-    if not body.startswith(b"\xff\xd8\xff"):
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, without decoding; None if there is none."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > len(data):
+                return None
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return w, h
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def check_jpeg(body: bytes) -> None:
+    """Refuse what is not a decodable JPEG of a camera's size (415 / 422)."""
+    size = jpeg_size(body)
+    if size is None:
         raise HTTPException(415, "evidence must be a JPEG image")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(body)
-    os.replace(tmp, path)  # atomic: a reader never sees half an image
+    w, h = size
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        raise HTTPException(422, f"evidence images are at most {MAX_SIDE}x{MAX_SIDE} pixels, not {w}x{h}")
+    # Decode at 1/8 scale: proves the data is an image without paying for a full decode.
+    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if img is None:
+        raise HTTPException(422, "evidence image could not be decoded (truncated or corrupt JPEG)")
+
+
+async def read_limited(request: Request, limit: int, what: str) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` (never read whole first)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
+        raise HTTPException(413, f"{what} are limited to {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"{what} are limited to {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.put(
+    "/{rel:path}",
+    status_code=204,
+    responses={
+        400: {"description": "bad path"},
+        403: {"description": "the token is not scoped for this camera"},
+        409: {"description": "another image is already stored under this path (evidence is write-once)"},
+        413: {"description": "too large"},
+        415: {"description": "not a JPEG"},
+    },
+)
+async def upload(rel: str, request: Request, ctx: Ctx, principal: EvidenceUploader) -> Response:
+    """Store one evidence image. Write-once: the same bytes again answer 204 (a retried upload), other
+    bytes under an existing path 409; an existing file is never replaced."""
+    path = _resolve(ctx.settings.evidence_dir, rel)
+    camera = rel.split("/", 1)[0]
+    if not principal.may_post_for(f"camera:{camera}"):
+        raise HTTPException(403, f"this token may not upload evidence for camera:{camera}")
+    body = await read_limited(request, MAX_BYTES, "evidence images")
+    check_jpeg(body)
+    if path.exists():
+        if path.read_bytes() == body:
+            return Response(status_code=204)
+        raise HTTPException(409, WRITE_ONCE)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(body)}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(body)
+        try:
+            os.link(tmp, path)  # atomic and never replaces: a concurrent writer of the same path loses
+        except FileExistsError:
+            raise HTTPException(409, WRITE_ONCE) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return Response(status_code=204)
 
 
 @router.get("/{rel:path}")

@@ -3,6 +3,8 @@
 import time
 from datetime import UTC, datetime
 
+import cv2
+import numpy as np
 import pytest
 from sqlmodel import Session, select
 
@@ -13,7 +15,7 @@ from models.events import Evidence, VehicleArrived
 from models.tables import Presence, Role, StoredEvent
 from tests.foundation.helpers import LiveServer, free_port, make_settings
 
-JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 200 + b"\xff\xd9"
+JPEG = cv2.imencode(".jpg", np.full((16, 32, 3), 90, np.uint8))[1].tobytes()
 
 
 def arrival(i: int) -> VehicleArrived:
@@ -108,3 +110,25 @@ def test_wrong_token_keeps_events(central, tmp_path):
     wait_for(lambda: fwd.failures > 0)
     assert "401" in fwd.last_error and len(fwd.spool) == 1
     fwd.stop(drain_s=0)
+
+
+def test_evidence_the_centre_refuses_does_not_block_the_event(central, tmp_path):
+    """The centre keeps evidence write-once and checks it is an image: a refused file is skipped, not
+    retried forever ahead of every later event."""
+    c, secret = central
+    edge_evidence = tmp_path / "edge" / "evidence"
+    d = edge_evidence / "gate" / "2026-11-02"
+    d.mkdir(parents=True)
+    (d / "p9-frame.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (d / "p9-crop.jpg").write_bytes(JPEG)
+    fwd = EventForwarder(f"http://127.0.0.1:{c.settings.port}", secret, tmp_path / "edge" / "spool.db",
+                         edge_evidence, max_backoff_s=0.2)
+    fwd.start()
+    try:
+        fwd(arrival(9))
+        wait_for(lambda: len(fwd.spool) == 0)
+    finally:
+        fwd.stop()
+    assert [p.plate for p in stored(c.settings)[1]] == ["AB009CD"]
+    assert not (c.settings.evidence_dir / "gate/2026-11-02/p9-frame.jpg").exists()
+    assert (c.settings.evidence_dir / "gate/2026-11-02/p9-crop.jpg").read_bytes() == JPEG
