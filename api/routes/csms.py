@@ -66,13 +66,17 @@ def authenticate_csms(request: Request, body: bytes, intakes: list[CsmsIntakeSet
     if intake is None:
         raise _unauthorized(f"no HMAC intake named {name!r} is configured")
     ts_raw = request.headers.get("x-baywarden-timestamp", "")
-    sig = request.headers.get("x-baywarden-signature", "").removeprefix("sha256=")
-    if not ts_raw.isdigit() or not sig:
+    # Lower-cased once: the replay key and the comparison must see the same string (an upper-cased copy
+    # of a used signature is the same signature).
+    sig = request.headers.get("x-baywarden-signature", "").removeprefix("sha256=").strip().lower()
+    # ASCII digits only and a sane length: str.isdigit() accepts other scripts' digits, and int() of a
+    # 5,000-digit string is refused by Python itself.
+    if not (ts_raw.isascii() and ts_raw.isdigit() and len(ts_raw) <= 12) or not sig:
         raise _unauthorized("missing X-Baywarden-Timestamp or X-Baywarden-Signature")
     if abs(now.timestamp() - int(ts_raw)) > intake.max_skew_s:
         raise _unauthorized("stale or future timestamp: sign each request when you send it")
     expected = hmac.new(intake.secret.get_secret_value().encode(), ts_raw.encode() + b"." + body, hashlib.sha256)
-    if not hmac.compare_digest(expected.hexdigest(), sig.lower()):
+    if not hmac.compare_digest(expected.hexdigest(), sig):
         raise _unauthorized("bad signature")
     key = f"{intake.name}:sig:{hashlib.sha256(sig.encode()).hexdigest()[:40]}"
     if db.get(IntakeReceipt, key) is not None:

@@ -480,7 +480,7 @@ async def import_csv(name: ListName, request: Request, ctx: Ctx, db: DbSession, 
     good: list[ListEntryIn] = []
     errors: list[RowError] = []
     for line_no, rec in enumerate(reader, start=2):
-        data = {k.strip().lower(): (v or "").strip() for k, v in rec.items() if k is not None}
+        data = {k.strip().lower(): csv_unescape((v or "").strip()) for k, v in rec.items() if k is not None}
         data = {k: v for k, v in data.items() if v != ""}
         try:
             good.append(ListEntryIn.model_validate(data))
@@ -499,14 +499,31 @@ async def import_csv(name: ListName, request: Request, ctx: Ctx, db: DbSession, 
     return ImportResult(dry_run=dry_run, valid=len(good), imported=imported, errors=errors, preview=good[:50])
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def csv_safe(value: object) -> str:
+    """A cell a spreadsheet shows as text: one that would start a formula gets a leading apostrophe
+    (OWASP's advice for CSV injection; the apostrophe is not shown by Excel, LibreOffice or Sheets)."""
+    text = "" if value is None else str(value)
+    stripped = text.lstrip(" ")
+    return "'" + text if stripped.startswith(_FORMULA_START) else text
+
+
+def csv_unescape(text: str) -> str:
+    """Undo `csv_safe` so an exported list imports back unchanged."""
+    return text[1:] if text.startswith("'") and text[1:].lstrip(" ").startswith(_FORMULA_START) else text
+
+
 @router.get("/lists/{name}/export")
 def export_csv(name: ListName, db: DbSession, _: Viewer) -> Response:
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(CSV_FIELDS)
     for r in db.exec(select(ListEntry).where(ListEntry.list == _KEY[name]).order_by(ListEntry.plate)):
-        w.writerow([r.plate, r.owner, r.reason, r.priority, r.valid_from.isoformat() if r.valid_from else "",
-                    r.valid_until.isoformat() if r.valid_until else ""])
+        valid_from = r.valid_from.isoformat() if r.valid_from else ""
+        valid_until = r.valid_until.isoformat() if r.valid_until else ""
+        w.writerow([csv_safe(r.plate), csv_safe(r.owner), csv_safe(r.reason), r.priority, valid_from, valid_until])
     return Response(out.getvalue(), media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
 

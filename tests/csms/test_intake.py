@@ -157,3 +157,25 @@ def test_ocpi_sessions(env):
     assert r.status_code == 400 and r.json()["status_code"] == 2001
     r = ocpi(client, "PUT", "S2", {"id": "S2", "status": "ACTIVE"})
     assert r.status_code == 400 and "required" in r.json()["status_message"]
+
+
+def test_replay_with_upper_case_signature_is_refused(env):
+    """Finding 9: the replay key was built from the raw header, the comparison lower-cased."""
+    settings, client, clock = env
+    body = json.dumps(own("e-up1", "transaction_started")).encode()
+    good = signed(clock, body)
+    assert client.post("/api/v1/csms/events", content=body, headers=good).status_code == 200
+    upper = dict(good, **{"X-Baywarden-Signature": "sha256=" + good["X-Baywarden-Signature"][7:].upper()})
+    r = client.post("/api/v1/csms/events", content=body, headers=upper)
+    assert r.status_code == 409 and "replayed" in r.json()["detail"]
+    assert len(stored(settings)) == 1
+
+
+@pytest.mark.parametrize("ts", ["\u0661\u0667" * 5, "9" * 5000, "-1", " 1"])  # Arabic-Indic digits first
+def test_odd_timestamps_are_401_not_500(env, ts):
+    """Finding 5: non-ASCII digits and a 5,000-digit timestamp gave 500."""
+    settings, client, clock = env
+    body = json.dumps(own("e-ts1", "transaction_started")).encode()
+    headers = dict(signed(clock, body), **{"X-Baywarden-Timestamp": ts.encode()})
+    r = client.post("/api/v1/csms/events", content=body, headers=headers)
+    assert r.status_code == 401

@@ -103,3 +103,29 @@ def test_vehicles_registry(env):
     bad = client.put("/api/v1/vehicles/AB123CD", json={"plate": "AB123CD", "email": "not-an-email"}, headers=h)
     assert bad.status_code == 422
     assert client.get("/api/v1/vehicles").json()[0]["email"] == "ann@example.org"
+
+
+def test_csv_export_cannot_inject_formulas(env):
+    """Finding 3: owner/reason cells starting with = + - @ or a tab were written as they are."""
+    import csv
+    import io
+
+    client = env
+    h = {"X-CSRF-Token": login(client, "olga")}
+    payloads = ['=HYPERLINK("http://x","y")', "=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\t=1", " =1"]
+    for i, text in enumerate(payloads):
+        r = client.post("/api/v1/lists/blacklist", json={"plate": f"AB{i}CD", "owner": text, "reason": text},
+                        headers=h)
+        assert r.status_code == 201, r.text
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/v1/lists/blacklist/export").text)))
+    assert len(rows) == len(payloads)
+    for row in rows:
+        for cell in (row["owner"], row["reason"]):
+            assert cell.startswith("'"), cell
+    # Importing the export back stores the original text, not the escaped one.
+    back = client.get("/api/v1/lists/blacklist/export").text.replace("AB", "ZX")
+    r = client.post("/api/v1/lists/whitelist/import", params={"dry_run": False},
+                    files={"file": ("b.csv", back, "text/csv")}, headers=h)
+    assert r.status_code == 200, r.text
+    owners = sorted(e["owner"] for e in client.get("/api/v1/lists/whitelist").json())
+    assert owners == sorted(p.strip() for p in payloads) or owners == sorted(payloads)
