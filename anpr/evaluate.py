@@ -652,6 +652,8 @@ def main_eval(
     proposer: str = "rapidocr",
     split: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    region: str = "generic",
+    calibration: str | Path | None = None,
 ) -> EvalReport:
     """Build the recogniser, evaluate every folder, print one block per folder and a summary over
     all (with `json_out`: one JSON object as the LAST line). `dataset`: one `DIR[:split]` or a list."""
@@ -670,8 +672,10 @@ def main_eval(
             formats=formats,
             threads=threads,
             proposer=proposer,
+            region=region,
+            calibration=calibration,
         )
-    except (ValueError, KeyError) as exc:  # unknown OCR backend, format or proposer name
+    except (ValueError, KeyError) as exc:  # unknown OCR backend, format, region or proposer name
         raise UsageError(str(exc).strip("'\"")) from exc
     reports = [
         evaluate(path, recognizer, limit=limit, progress=not json_out, split=own or split, threshold=threshold)
@@ -734,6 +738,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--detector-path", type=Path, default=None, help="model file (default: the committed one)")
     ap.add_argument("--formats", default="eu", help="format set (eu, uk, br, generic, all) or comma list of names")
     ap.add_argument("--limit", type=int, default=None, help="only the first N rows of each folder (after --split)")
+    ap.add_argument("--region", default="generic", help="plate region(s) of the ensemble: eu, uk, us, br, generic")
+    ap.add_argument("--calibration", type=Path, default=None, help="confidence calibration (default: committed)")
     ap.add_argument(
         "--report",
         "--report-dir",
@@ -775,6 +781,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             proposer=args.proposer,
             split=args.split,
             threshold=args.threshold,
+            region=args.region,
+            calibration=args.calibration,
         )
     except (UsageError, FileNotFoundError) as exc:  # unknown backend/format/split, no labels.jsonl
         args.parser.error(str(exc))

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from anpr.detector import PlateDetector
+from anpr.ensemble import EnsembleReader
 from anpr.ocr import BatchOcr, OcrBackend, TextBox, TextProposer, TextRead
 from anpr.plates import (
     PlateFormat,
@@ -345,6 +346,9 @@ class PlateRecognizer:
     min_text_len: int = 4
     proposal_min_confidence: float = 0.6
     proposal_generic_confidence: float = 0.95  # text in no known format: signs, badges... be strict
+    # The trained plate recogniser with a second reader and calibrated confidence (`anpr.ensemble`):
+    # when set, crops are read by it instead of the CTC format decoder, and regions replace formats.
+    reader: EnsembleReader | None = None
     last_timings: Timings = field(default_factory=Timings, init=False)
 
     def __post_init__(self) -> None:
@@ -458,6 +462,11 @@ class PlateRecognizer:
         return self._read_groups([list(crops)])
 
     def _read_groups(self, groups: Sequence[Sequence[np.ndarray]]) -> PlateRead | None:
+        if self.reader is not None:
+            # The trained recogniser joins two-line plates itself: one-line crops only, best read wins.
+            crops = [c for c in groups[0] if c is not None and c.size] if groups else []
+            reads = [r for r in (self.reader.read_crop(c) for c in crops) if r is not None]
+            return max(reads, key=lambda r: r.confidence) if reads else None
         groups = [[upscale(c, 48) for c in g if min(c.shape[:2]) >= 4] for g in groups]
         flat = [c for g in groups for c in g]
         if not flat:
@@ -592,6 +601,8 @@ def make_recognizer(
     formats: str | Sequence[PlateFormat] = "eu",
     threads: int | None = None,
     proposer: str = "rapidocr",
+    region: str | Sequence[str] | None = None,
+    calibration: str | Path | None = None,
     **kwargs: object,
 ) -> PlateRecognizer:
     """A recogniser from backend names (what the CLI and the benchmark use).
@@ -609,7 +620,19 @@ def make_recognizer(
         det_kwargs: dict[str, object] = {"threads": threads} if detector == "onnx" and threads else {}
         det_kwargs["conf"] = float(kwargs.get("det_conf", PlateRecognizer.det_conf))  # type: ignore[arg-type]
         det = make_detector(detector, detector_path, **det_kwargs)
-    reader = make_ocr(ocr, threads=threads)
+    ensemble = None
+    if ocr == "ensemble":
+        from anpr.ensemble import Calibrator
+        from anpr.regions import get_regions
+
+        rapid = RapidOcrBackend(threads=threads)
+        ensemble = EnsembleReader(
+            make_ocr("platerec", threads=threads), rapid, get_regions(region or "generic"), Calibrator.load(calibration)
+        )
+        reader: OcrBackend = rapid
+        kwargs.setdefault("variants", ("tight",))
+    else:
+        reader = make_ocr(ocr, threads=threads)
     text_detector: TextProposer | None
     if proposer == "rapidocr":
         text_detector = reader if isinstance(reader, RapidOcrBackend) else RapidOcrBackend(threads=threads)
@@ -619,7 +642,7 @@ def make_recognizer(
         text_detector = None
     else:
         raise ValueError(f"unknown proposer {proposer!r}; choose from rapidocr, ocr, none")
-    rec = PlateRecognizer(det, reader, formats, text_detector, **kwargs)  # type: ignore[arg-type]
+    rec = PlateRecognizer(det, reader, formats, text_detector, reader=ensemble, **kwargs)  # type: ignore[arg-type]
     if text_detector is None:
         rec.proposer = None  # explicit "none": do not fall back to the OCR backend's detector
     return rec

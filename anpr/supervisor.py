@@ -242,6 +242,11 @@ class CameraSupervisor:
             proc = self._slots[name].process
             return proc.pid if proc is not None else None
 
+    def _factory_for(self, camera: CameraSettings) -> RecognizerFactory:
+        """The camera's own recogniser recipe (its region overrides the site's), when the factory has one."""
+        per_camera = getattr(self._factory, "for_camera", None)
+        return per_camera(camera) if callable(per_camera) else self._factory
+
     def _spawn(self, slot: _Slot) -> None:
         """Start a worker for the slot; a failure to start counts like a crash (never raises)."""
         if self._ctx is None:
@@ -253,7 +258,8 @@ class CameraSupervisor:
         proc = self._ctx.Process(
             target=run_worker,
             name=f"camera:{name}",
-            args=(slot.camera, self._factory, writer, stop, self._evidence_dir, self._opts, snap_request),
+            args=(slot.camera, self._factory_for(slot.camera), writer, stop, self._evidence_dir, self._opts,
+                  snap_request),
             # daemon: a normal parent exit ends them too; after a hard parent death a worker
             # notices its broken pipe within a status interval and exits on its own.
             daemon=True,

@@ -356,6 +356,10 @@ def anpr_eval(
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Auto-accept confidence (default: the review threshold).")
     ] = None,
+    region: Annotated[str, typer.Option(help="Plate region(s) of the ensemble reader (eu, uk, us, br, generic).")] = (
+        "generic"
+    ),
+    calibration: Annotated[Path | None, typer.Option(help="Confidence calibration (default: committed).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write a report (JSON, Markdown, plots) here.")] = None,
 ) -> None:
     """Measure detection, exact plate and character accuracy, auto-accept precision and ms per image,
@@ -371,7 +375,7 @@ def anpr_eval(
     setup_logging("WARNING", "eval")
     try:
         main_eval(dataset, backend=ocr, json_out=json_out, report_dir=report, limit=limit, detector=detector,
-                  detector_path=detector_path, formats=formats, split=split,
+                  detector_path=detector_path, formats=formats, split=split, region=region, calibration=calibration,
                   threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
     except UsageError as exc:
         fail(str(exc), 2)

@@ -89,6 +89,11 @@ class BayZone(Strict):
     )
 
 
+# Plate regions (anpr.regions.REGIONS has the same names; a test keeps them equal).
+REGION_NAMES = ("eu", "uk", "us", "br", "generic")
+REGION_PATTERN = r"^(eu|uk|us|br|generic)(,(eu|uk|us|br|generic))*$"
+
+
 class CameraSettings(Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique camera name.")
     url: str = Field(..., pattern=r"^(rtsps?|https?|file)://", description="Main stream URL.")
@@ -96,6 +101,9 @@ class CameraSettings(Strict):
     enabled: bool = Field(True, description="Start a worker for this camera.")
     fps: float = Field(5.0, gt=0, le=30, description="Frames per second to process.")
     zones: list[BayZone] = Field(default_factory=list, description="Bay polygons seen by this camera.")
+    region: str | None = Field(
+        None, pattern=REGION_PATTERN, description="Plate region(s) for this camera; default: anpr.region."
+    )
 
 
 class MailSettings(Strict):
@@ -197,8 +205,21 @@ class EnforcementSettings(Strict):
 class AnprSettings(Strict):
     detector: Literal["onnx", "ultralytics"] = Field("onnx", description="Plate detector backend.")
     detector_path: Path | None = Field(None, description="Detector model; default: the committed ONNX file.")
-    ocr: Literal["rapidocr", "easyocr"] = Field("rapidocr", description="OCR backend (rapidocr measured best).")
-    formats: str = Field("eu", min_length=1, description="Plate format set(s), comma-separated (e.g. eu,uk).")
+    ocr: Literal["ensemble", "platerec", "rapidocr", "easyocr"] = Field(
+        "rapidocr",
+        description="Plate reader: ensemble (the plate recogniser trained here, checked by RapidOCR, calibrated "
+        "confidence; measured best), platerec alone, or the general OCR backends with format decoding.",
+    )
+    region: str = Field(
+        "generic",
+        pattern=REGION_PATTERN,
+        description="Where the plates come from: eu, uk, us, br or generic, comma-separated for several. "
+        "Only re-ranks reads and swaps look-alikes; never shortens a read. Cameras may override it.",
+    )
+    calibration: Path | None = Field(None, description="Confidence calibration; default: the committed one.")
+    formats: str = Field(
+        "eu", min_length=1, description="Format set(s) of the rapidocr/easyocr decoders (e.g. eu,uk)."
+    )
     det_conf: float = Field(
         0.1, gt=0, lt=1, description="Minimum detector score (weak boxes are kept only if they read as a plate)."
     )

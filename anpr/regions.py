@@ -1,0 +1,115 @@
+"""Regions: what plates look like where a camera stands, used only to re-rank and repair reads.
+
+A region never shortens or lengthens a read. It may
+* swap look-alike characters (O/0, I/1, B/8, ...) where every format of the region that fits the read's
+  length wants the other class at that position (`PlateFormat.fix`, which keeps the length);
+* refuse a read outright that no plate of the region can be (too short or long, a state name or slogan
+  on a US plate), so that another reader's text or the operator takes over;
+* prefer, between two readers' texts, the one that fits a format of the region.
+
+`anpr.region` in the settings takes one region or several (`eu,uk`); a camera may override it.
+`generic` accepts any 2-10 characters and changes nothing, so it can never measure worse than the raw
+recogniser output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from anpr.plates import KNOWN_FORMATS, PlateFormat, normalize
+
+# Written from the states' names and the slogans printed on their standard plates (public DMV pages),
+# not from any evaluation set: a read that is exactly one of these is the plate's decoration.
+US_DECORATIONS = frozenset(
+    normalize(w)
+    for w in (
+        "ALABAMA", "ALASKA", "ARIZONA", "ARKANSAS", "CALIFORNIA", "COLORADO", "CONNECTICUT", "DELAWARE",
+        "FLORIDA", "GEORGIA", "HAWAII", "IDAHO", "ILLINOIS", "INDIANA", "IOWA", "KANSAS", "KENTUCKY",
+        "LOUISIANA", "MAINE", "MARYLAND", "MASSACHUSETTS", "MICHIGAN", "MINNESOTA", "MISSISSIPPI",
+        "MISSOURI", "MONTANA", "NEBRASKA", "NEVADA", "NEW HAMPSHIRE", "NEW JERSEY", "NEW MEXICO", "NEW YORK",
+        "NORTH CAROLINA", "NORTH DAKOTA", "OHIO", "OKLAHOMA", "OREGON", "PENNSYLVANIA", "RHODE ISLAND",
+        "SOUTH CAROLINA", "SOUTH DAKOTA", "TENNESSEE", "TEXAS", "UTAH", "VERMONT", "VIRGINIA",
+        "WASHINGTON", "WEST VIRGINIA", "WISCONSIN", "WYOMING", "DISTRICT OF COLUMBIA",
+        "USA", "AMERICA", "AMERICAN", "STATE", "COUNTY", "DEALER", "TEMPORARY", "TRUCK", "PASSENGER",
+        "SUNSHINE STATE", "EMPIRE STATE", "GARDEN STATE", "LAND OF LINCOLN", "GREAT LAKES", "LONE STAR STATE",
+        "THE FIRST STATE", "FIRST STATE", "FAMOUS POTATOES", "LIVE FREE OR DIE", "GREEN MOUNTAIN STATE",
+        "PURE MICHIGAN", "EXPLORE MINNESOTA", "THE VOLUNTEER STATE", "VACATIONLAND", "OCEAN STATE",
+        "SHOW ME STATE", "GRAND CANYON STATE", "ALOHA STATE", "PEACH STATE", "THE LAST FRONTIER",
+        "LAND OF ENCHANTMENT", "BIG SKY", "BIG SKY COUNTRY", "SPORTSMANS PARADISE", "WILD WONDERFUL",
+        "TAXATION WITHOUT REPRESENTATION", "DRIVE SAFELY", "BEEHIVE STATE", "SILVER STATE", "DMV",
+    )
+)
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    formats: tuple[PlateFormat, ...] = ()  # real formats (re-ranking and look-alike swaps)
+    min_len: int = 2
+    max_len: int = 10
+    reject: frozenset[str] = field(default_factory=frozenset)
+
+    def accepts(self, text: str) -> bool:
+        return self.min_len <= len(text) <= self.max_len and text not in self.reject
+
+    def format_of(self, text: str) -> PlateFormat | None:
+        """The region's format `text` fits as it is (best prior), or None."""
+        best: tuple[float, PlateFormat] | None = None
+        for fmt in self.formats:
+            fixed = fmt.fix(text)
+            if fixed is not None and fixed[0] == text and (best is None or fixed[1] > best[0]):
+                best = (fixed[1], fmt)
+        return best[1] if best else None
+
+
+def _fmts(*names: str) -> tuple[PlateFormat, ...]:
+    return tuple(KNOWN_FORMATS[n] for n in names)
+
+
+REGIONS: dict[str, Region] = {
+    "eu": Region("eu", _fmts("FR/IT/SK", "DE", "UK", "PL", "ES", "RO", "CZ", "BE", "HR"), 4, 9),
+    "uk": Region("uk", _fmts("UK"), 2, 7),
+    "br": Region("br", _fmts("BR", "BR-Mercosul"), 7, 7),
+    # The US has no single format: 2-8 characters, and never the state's name or slogan.
+    "us": Region("us", (), 2, 8, US_DECORATIONS),
+    "generic": Region("generic", (), 2, 10),
+}
+
+
+def get_regions(spec: str | Sequence[str]) -> tuple[Region, ...]:
+    """Regions from `eu`, `us,br` or a list of names."""
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    out = []
+    for name in names:
+        if not name:
+            continue
+        if name not in REGIONS:
+            raise ValueError(f"unknown region {name!r}; known: {', '.join(REGIONS)}")
+        out.append(REGIONS[name])
+    if not out:
+        raise ValueError("at least one region is needed (e.g. eu, us, br, uk or generic)")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class RegionVerdict:
+    text: str  # the read after look-alike swaps (same length as the read)
+    accepted: bool  # some region accepts it
+    format_name: str | None  # the real format it fits, else the accepting region's name, else None
+
+
+def apply_regions(text: str, regions: Sequence[Region]) -> RegionVerdict:
+    """Judge one read under the camera's regions: swap look-alikes toward a format (same length only),
+    and say whether any region accepts the result."""
+    text = normalize(text)
+    best: tuple[float, str, str] | None = None
+    for region in regions:
+        for fmt in region.formats:
+            fixed = fmt.fix(text)
+            if fixed is not None and len(fixed[0]) == len(text) and (best is None or fixed[1] > best[0]):
+                best = (fixed[1], fixed[0], fmt.name)
+    if best is not None and any(r.accepts(best[1]) for r in regions):
+        return RegionVerdict(best[1], True, best[2])
+    accepting = next((r for r in regions if r.accepts(text)), None)
+    return RegionVerdict(text, accepting is not None, accepting.name if accepting else None)

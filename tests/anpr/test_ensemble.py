@@ -1,0 +1,133 @@
+"""Regions never delete evidence; the two-reader ensemble and its calibrated confidence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from anpr.ensemble import FEATURES, UNTRUSTED_CAP, Calibrator, EnsembleReader, combine
+from anpr.ocr import OcrLoadError, TextRead
+from anpr.plates import ALPHABET, CtcScores
+from anpr.regions import REGIONS, apply_regions, get_regions
+from models.settings import REGION_NAMES
+
+
+def read_of(text: str, conf: float = 0.95, band: str = "") -> TextRead:
+    """A CTC posterior that spells `band` + `text` (one frame per char, blanks between)."""
+    glyphs = band + text
+    frames = []
+    for ch in glyphs:
+        p = np.full(37, (1 - conf) / 36)
+        p[1 + ALPHABET.index(ch)] = conf
+        frames.append(p)
+        b = np.full(37, 0.01 / 36)
+        b[0] = 0.99
+        frames.append(b)
+    probs = np.array(frames)
+    probs /= probs.sum(1, keepdims=True)
+    ctc = CtcScores.from_probs(probs, 0, list(range(1, 37)))
+    return TextRead(glyphs, conf ** len(glyphs), (conf,) * len(glyphs), ctc)
+
+
+def test_region_names_match_settings():
+    assert set(REGIONS) == set(REGION_NAMES)
+
+
+@pytest.mark.parametrize("region", list(REGIONS))
+@pytest.mark.parametrize("text", ["6HP995", "CCLVN3", "R820503", "1AMW240", "AB12CDE", "ZZ", "7ABCD1234"])
+def test_regions_never_change_the_length(region, text):
+    verdict = apply_regions(text, get_regions(region))
+    assert len(verdict.text) == len(text)
+
+
+def test_generic_changes_nothing_and_us_refuses_decorations():
+    for text in ("6HP995", "CALIFORNIA", "AB"):
+        assert apply_regions(text, get_regions("generic")).text == text
+    us = get_regions("us")
+    assert not apply_regions("CALIFORNIA", us).accepted
+    assert not apply_regions("SUNSHINESTATE", us).accepted
+    assert apply_regions("6HP995", us).accepted and apply_regions("R820503", us).accepted
+    assert not apply_regions("A", us).accepted and not apply_regions("ABCDEFGHI", us).accepted
+
+
+def test_eu_region_swaps_lookalikes_toward_a_format_only():
+    eu = get_regions("eu")
+    assert apply_regions("S1819AK", eu).text == "SI819AK"  # LLDDDLL: a letter is wanted second
+    assert apply_regions("RK099AN", eu).text == "RK099AN"
+    with pytest.raises(ValueError, match="unknown region"):
+        get_regions("mars")
+
+
+def test_product_of_experts_drops_a_band_letter_only_one_reader_sees():
+    # The trained reader reads the EU band's country letter as a character; the other reader does not.
+    primary = read_of("RK099AN", band="P")
+    second = read_of("RK099AN")
+    ev = combine(primary, second, get_regions("generic"))
+    assert ev is not None and ev.text == "RK099AN"
+    assert ev.features["agree"] == 0.0 and ev.trusted
+
+
+def test_agreeing_readers_give_their_text_with_a_wide_margin():
+    ev = combine(read_of("6HP995"), read_of("6HP995"), get_regions("us"))
+    assert ev.text == "6HP995" and ev.features["agree"] == 1.0 and ev.features["margin"] == 30.0
+
+
+def test_a_read_no_region_accepts_is_never_trusted():
+    ev = combine(read_of("TEXAS"), read_of("TEXAS"), get_regions("us"))
+    assert ev is not None and not ev.trusted and ev.format_name is None
+
+
+def test_nothing_read_is_no_read():
+    assert combine(None, None, get_regions("generic")) is None
+    empty = TextRead("", 0.0, (), None)
+    assert combine(empty, empty, get_regions("generic")) is None
+
+
+def test_calibrator_fits_saves_and_loads(tmp_path):
+    rng = np.random.default_rng(1)
+    rows, exact = [], []
+    for _ in range(400):
+        good = rng.random() < 0.7
+        rows.append({"ll_primary": rng.normal(-0.5 if good else -4, 1), "ll_second": rng.normal(-1 if good else -6, 2),
+                     "margin": 30.0 if good else rng.uniform(0, 5), "agree": float(good and rng.random() < 0.9)})
+        exact.append(good)
+    cal = Calibrator.fit(rows, exact)
+    probs = np.array([cal(r) for r in rows])
+    assert probs[np.array(exact)].mean() > 0.8 > 0.3 > probs[~np.array(exact)].mean()
+    path = tmp_path / "cal.json"
+    cal.save(path, note="test")
+    again = Calibrator.load(path)
+    assert json.loads(path.read_text())["features"] == list(FEATURES)
+    assert abs(again(rows[0]) - cal(rows[0])) < 1e-4
+
+
+def test_missing_or_corrupt_calibration_names_the_file(tmp_path):
+    with pytest.raises(OcrLoadError, match="nothere.json"):
+        Calibrator.load(tmp_path / "nothere.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(OcrLoadError, match="bad.json"):
+        Calibrator.load(bad)
+
+
+class _Fixed:
+    name = "fixed"
+
+    def __init__(self, read: TextRead) -> None:
+        self._read = read
+
+    def read(self, crop):
+        return [self._read]
+
+
+def test_uncalibrated_or_untrusted_reads_stay_below_review():
+    crop = np.zeros((20, 80, 3), np.uint8)
+    reader = EnsembleReader(_Fixed(read_of("AB123CD")), _Fixed(read_of("AB123CD")), get_regions("generic"), None)
+    assert reader.read_crop(crop).confidence <= UNTRUSTED_CAP
+    sure = Calibrator([1.0, 1.0, 1.0, 5.0], 10.0)
+    reader = EnsembleReader(_Fixed(read_of("TEXAS")), _Fixed(read_of("TEXAS")), get_regions("us"), sure)
+    assert reader.read_crop(crop).confidence <= UNTRUSTED_CAP
+    reader = EnsembleReader(_Fixed(read_of("6HP995")), _Fixed(read_of("6HP995")), get_regions("us"), sure)
+    assert reader.read_crop(crop).confidence > 0.99
