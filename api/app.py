@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import limits
 from api.context import AppContext, Component
 from api.deps import LoginRequired
 from api.routes import (
@@ -142,7 +143,7 @@ def create_app(
             await ctx.stop_components()
             ctx.engine.dispose()
 
-    app = FastAPI(title="Baywarden", version=VERSION, lifespan=lifespan)
+    app = FastAPI(title="Baywarden", version=VERSION, lifespan=lifespan, max_body_size=limits.DEFAULT_BODY)
     app.state.ctx = ctx
     app.state.templates = make_templates()
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")

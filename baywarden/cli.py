@@ -421,6 +421,19 @@ def anpr_train_recognizer(ctx: typer.Context) -> None:
     raise typer.Exit(train_recognizer_main(list(ctx.args)))
 
 
+@anpr_app.command(
+    "calibrate",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def anpr_calibrate(ctx: typer.Context) -> None:
+    """Fit the ensemble reader's confidence on validation reads (anpr/weights/calibration.json); --help."""
+    from anpr.calibrate import main as calibrate_main
+
+    setup_logging("WARNING", "calibrate")
+    raise typer.Exit(calibrate_main(list(ctx.args)))
+
+
 @sim_app.command("chargepoint")
 def sim_chargepoint(
     url: Annotated[str, typer.Option(help="Relay or CSMS URL, e.g. ws://127.0.0.1:9000/ocpp.")],

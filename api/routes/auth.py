@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from api.context import AppContext
 from api.deps import SESSION_COOKIE, Ctx, DbSession, Principal, Viewer, client_ip, current_principal
+from api.limits import LOGIN_BODY
 from api.security import Throttle, authenticate, open_session, token_hash, tokens_equal
 from api.templating import render
 from models import audit
@@ -74,7 +75,7 @@ def login_page(request: Request, next: str = "/", error: str = "") -> Response:
     return resp
 
 
-@router.post("/login", include_in_schema=False)
+@router.post("/login", include_in_schema=False, max_body_size=LOGIN_BODY)
 def login_form(
     request: Request,
     ctx: Ctx,
@@ -140,7 +141,7 @@ class Me(BaseModel):
     csrf_token: str
 
 
-@router.post("/api/v1/auth/login", response_model=LoginResult)
+@router.post("/api/v1/auth/login", response_model=LoginResult, max_body_size=LOGIN_BODY)
 def api_login(body: LoginBody, request: Request, ctx: Ctx, db: DbSession) -> JSONResponse:
     """Log in; the session cookie is set and the CSRF token to send as `X-CSRF-Token` is returned."""
     try:

@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 from starlette.datastructures import UploadFile
 
 from api.deps import Ctx, DbSession, Operator, Principal, Viewer
+from api.limits import CSV_BODY
 from api.routes import alerts as alerts_api
 from api.routes import bays as bays_api
 from api.routes import cameras as cameras_api
@@ -235,7 +236,7 @@ def delete_list_entry(name: ListName, entry_id: int, request: Request, ctx: Ctx,
     return back(f"/dash/lists/{name}?msg=Entry+deleted")
 
 
-@router.post("/lists/{name}/import", response_class=HTMLResponse)
+@router.post("/lists/{name}/import", response_class=HTMLResponse, max_body_size=CSV_BODY)
 async def import_list(name: ListName, request: Request, ctx: Ctx, db: DbSession, op: Operator) -> Response:
     """Step 1 (a file upload): dry run, show preview and per-row errors. Step 2 (`confirm` with the
     CSV text carried in the form): the real import, all rows or none."""

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 
 from api.deps import Ctx, DbSession, client_ip
+from api.limits import LOGIN_BODY
 from api.notify import RULE_TEXT, read_driver_token
 from api.routes.evidence import _resolve
 from api.templating import render
@@ -56,7 +57,7 @@ def notice_evidence(token: str, ctx: Ctx, db: DbSession) -> FileResponse:
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
 
-@router.post("/notice/{token}/dispute")
+@router.post("/notice/{token}/dispute", max_body_size=LOGIN_BODY)
 def dispute(token: str, request: Request, ctx: Ctx, db: DbSession,
             reason: Annotated[str, Form(min_length=1, max_length=2000)]) -> Response:
     p = _penalty(ctx, db, token)
@@ -84,7 +85,7 @@ class PushSubscribe(BaseModel):
     keys: PushKeys
 
 
-@router.post("/notice/{token}/push", status_code=201)
+@router.post("/notice/{token}/push", status_code=201, max_body_size=LOGIN_BODY)
 def subscribe(token: str, body: PushSubscribe, ctx: Ctx, db: DbSession) -> dict[str, str]:
     p = _penalty(ctx, db, token)
     if not p.plate:

@@ -14,6 +14,7 @@ from sqlalchemy import and_, or_
 from sqlmodel import Session, select
 
 from api.deps import Ctx, DbSession, Operator, Viewer, client_ip
+from api.limits import CSV_BODY
 from api.pagination import (
     CURSOR_HELP,
     CURSOR_MAX,
@@ -458,7 +459,7 @@ class ImportResult(BaseModel):
     preview: list[ListEntryIn]
 
 
-@router.post("/lists/{name}/import", response_model=ImportResult)
+@router.post("/lists/{name}/import", response_model=ImportResult, max_body_size=CSV_BODY)
 async def import_csv(name: ListName, request: Request, ctx: Ctx, db: DbSession, op: Operator,
                      file: UploadFile = File(...), dry_run: bool = True) -> ImportResult:
     """CSV with a header (plate, owner, reason, priority, valid_from, valid_until). With `dry_run`

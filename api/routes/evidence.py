@@ -14,8 +14,9 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 
 from api.deps import Ctx, EvidenceUploader, Viewer
+from api.limits import IMAGE_BODY
 
-router = APIRouter(prefix="/api/v1/evidence", tags=["evidence"])
+router = APIRouter(prefix="/api/v1/evidence", tags=["evidence"], max_body_size=IMAGE_BODY)
 
 # <camera>/<YYYY-MM-DD>/<name>.jpg: no "..", no absolute paths, nothing outside the evidence dir.
 _PATH = re.compile(r"^[A-Za-z0-9_.-]{1,64}/\d{4}-\d{2}-\d{2}/[A-Za-z0-9_-]{1,100}\.jpg$")
