@@ -25,7 +25,7 @@ import numpy as np
 
 from anpr.ocr import OcrBackend, OcrLoadError, TextRead
 from anpr.plates import PlateFormat, PlateRead, SkipPrior, normalize, score_texts
-from anpr.regions import Region, RegionVerdict, apply_regions
+from anpr.regions import Region, RegionVerdict, apply_regions, apply_regions_exact
 
 DEFAULT_CALIBRATION = Path(__file__).parent / "weights" / "calibration.json"
 FEATURES = ("ll_primary", "ll_second", "margin", "agree")
@@ -138,19 +138,29 @@ def combine(primary: TextRead | None, second: TextRead | None, regions: Sequence
     raw = [t for t in dict.fromkeys((p_text, s_text)) if t]
     if not raw:
         return None
-    verdicts = {}
+    # Each candidate is scored by the posteriors of the text it came from: a look-alike repair keeps
+    # its source's likelihood and pays for each swap in its format prior (PlateFormat.fix).
+    source: dict[str, str] = {}
+    verdicts: dict[str, RegionVerdict] = {}
     for t in raw:
+        verdicts[t], source[t] = apply_regions_exact(t, regions), t
         v = apply_regions(t, regions)
-        verdicts[v.text] = v
-        verdicts.setdefault(t, RegionVerdict(t, v.accepted if v.text == t else False, v.format_name))
+        if v.text not in verdicts:
+            verdicts[v.text], source[v.text] = v, t
     texts = list(verdicts)
-    ll_p = _log_likelihoods(primary, texts)
-    ll_s = _log_likelihoods(second, texts) if second is not None else [0.0] * len(texts)
-    total = [a + b for a, b in zip(ll_p, ll_s, strict=True)]
+    sources = list(dict.fromkeys(source.values()))
+    ll_p_src = dict(zip(sources, _log_likelihoods(primary, sources), strict=True))
+    ll_s_src = dict(zip(sources, _log_likelihoods(second, sources), strict=True)) if second else {}
+    ll_p = [ll_p_src[source[t]] for t in texts]
+    ll_s = [ll_s_src[source[t]] for t in texts] if second is not None else [0.0] * len(texts)
+    # Re-ranking by region: a text that fits a real format gets its format's prior over an arbitrary
+    # string (the size principle); only the readers' own texts and their look-alike repairs compete.
+    total = [a + b + verdicts[t].bonus for a, b, t in zip(ll_p, ll_s, texts, strict=True)]
     order = sorted(range(len(texts)), key=lambda i: -total[i])
     accepted = [i for i in order if verdicts[texts[i]].accepted]
     best = accepted[0] if accepted else order[0]
-    runner_up = next((total[i] for i in order if i != best), None)
+    # How much better than the best reading of the other reader (its repairs are the same reading).
+    runner_up = next((total[i] for i in order if source[texts[i]] != source[texts[best]]), None)
     text = texts[best]
     confs = tuple(primary.char_confidences) if primary is not None and text == p_text else ()
     features = {

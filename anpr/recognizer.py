@@ -378,12 +378,12 @@ class PlateRecognizer:
             timings.detect_ms += refine_ms
             timings.ocr_ms -= refine_ms
             cand = self._candidate(box, det.score, self.read_box(image, box))
-            if det.score >= self.accept_conf or _formatted(cand):
+            if det.score >= self.accept_conf or self._verified(cand):
                 candidates.append(cand)
         timings.ocr_ms += (time.perf_counter() - t0) * 1000
 
         want_proposals = self.text_proposals == "always" or (
-            self.text_proposals == "fallback" and not any(_formatted(c) for c in candidates)
+            self.text_proposals == "fallback" and not any(self._verified(c) for c in candidates)
         )
         if want_proposals and self.proposer is not None:
             candidates.extend(self._from_text_proposals(image, candidates, timings))
@@ -487,6 +487,13 @@ class PlateRecognizer:
         return best
 
     # internals ----------------------------------------------------------------------------------
+
+    def _verified(self, c: PlateCandidate) -> bool:
+        """The read confirms there is a plate: it fits a real format (format decoders), or (ensemble)
+        a region accepts it and it is read with some confidence."""
+        if self.reader is None:
+            return _formatted(c)
+        return bool(c.text) and c.format_name is not None and c.confidence >= self.proposal_min_confidence
 
     @staticmethod
     def _candidate(box: Box, det_conf: float, read: PlateRead | None) -> PlateCandidate:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from anpr.plates import KNOWN_FORMATS, PlateFormat, normalize
+from anpr.plates import _format_bonus as format_bonus
 
 # Written from the states' names and the slogans printed on their standard plates (public DMV pages),
 # not from any evaluation set: a read that is exactly one of these is the plate's decoration.
@@ -97,6 +98,7 @@ class RegionVerdict:
     text: str  # the read after look-alike swaps (same length as the read)
     accepted: bool  # some region accepts it
     format_name: str | None  # the real format it fits, else the accepting region's name, else None
+    bonus: float = 0.0  # log prior of a real format over an arbitrary string of that length (re-ranking)
 
 
 def apply_regions(text: str, regions: Sequence[Region]) -> RegionVerdict:
@@ -110,6 +112,21 @@ def apply_regions(text: str, regions: Sequence[Region]) -> RegionVerdict:
             if fixed is not None and len(fixed[0]) == len(text) and (best is None or fixed[1] > best[0]):
                 best = (fixed[1], fixed[0], fmt.name)
     if best is not None and any(r.accepts(best[1]) for r in regions):
-        return RegionVerdict(best[1], True, best[2])
+        return RegionVerdict(best[1], True, best[2], max(0.0, format_bonus(best[1], best[0])))
     accepting = next((r for r in regions if r.accepts(text)), None)
+    return RegionVerdict(text, accepting is not None, accepting.name if accepting else None)
+
+
+def apply_regions_exact(text: str, regions: Sequence[Region]) -> RegionVerdict:
+    """Judge `text` as it is, without look-alike swaps (a reader's own text beside its repair)."""
+    text = normalize(text)
+    best: tuple[float, str] | None = None
+    for region in regions:
+        for fmt in region.formats:
+            fixed = fmt.fix(text)
+            if fixed is not None and fixed[0] == text and (best is None or fixed[1] > best[0]):
+                best = (fixed[1], fmt.name)
+    accepting = next((r for r in regions if r.accepts(text)), None)
+    if best is not None and accepting is not None:
+        return RegionVerdict(text, True, best[1], max(0.0, format_bonus(text, best[0])))
     return RegionVerdict(text, accepting is not None, accepting.name if accepting else None)
