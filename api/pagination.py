@@ -13,14 +13,18 @@ import binascii
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import and_, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 CURSOR_HELP = "`X-Next-Cursor` of the previous page"
+DB_INT_MAX = 2**63 - 1  # a larger id or offset is no row: refuse it (422), do not let the driver overflow (500)
+RowId = Annotated[int | None, Query(ge=0, le=DB_INT_MAX, description="A row id (keyset pagination).")]
+AfterId = Annotated[int, Query(ge=0, le=DB_INT_MAX, description="Only rows after this id.")]
+Offset = Annotated[int, Query(ge=0, le=DB_INT_MAX, description="Rows to skip.")]
 CURSOR_MAX = 400  # characters: the longest key (a 200-character violation id and a time) encodes to about 320
 BAD_CURSOR = "not a cursor from this API: pass the X-Next-Cursor value (or follow the Link URL) unchanged"
 

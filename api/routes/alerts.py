@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlmodel import select
 
 from api.deps import Ctx, DbSession, Operator, Viewer, client_ip
+from api.pagination import AfterId, RowId
 from models import audit
 from models.tables import Alert
 
@@ -32,7 +33,7 @@ class AlertOut(BaseModel):
 
 
 @router.get("", response_model=list[AlertOut])
-def list_alerts(db: DbSession, _: Viewer, open_only: bool = False, before_id: int | None = None,
+def list_alerts(db: DbSession, _: Viewer, open_only: bool = False, before_id: RowId = None,
                 limit: int = 100) -> list[Alert]:
     q = select(Alert).order_by(Alert.id.desc()).limit(max(1, min(limit, 500)))  # type: ignore[union-attr]
     if open_only:
@@ -58,7 +59,7 @@ def acknowledge(alert_id: int, request: Request, ctx: Ctx, db: DbSession, op: Op
 
 
 @router.get("/stream")
-async def stream(request: Request, ctx: Ctx, _: Viewer, after_id: int = 0) -> StreamingResponse:
+async def stream(request: Request, ctx: Ctx, _: Viewer, after_id: AfterId = 0) -> StreamingResponse:
     """SSE: each new alert as `event: alert` with its JSON; a comment every 15 s keeps proxies open.
 
     Polling the table (every 0.5 s) rather than an in-memory hub means alerts raised by any process

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from sqlmodel import select
 
 from api.deps import DbSession, Operator
+from api.pagination import RowId
 from models.tables import AuditLog, AuditLogPublic
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
@@ -20,7 +21,7 @@ def list_audit(
     entity: str | None = None,
     actor: str | None = None,
     since: datetime | None = None,
-    before_id: int | None = None,
+    before_id: RowId = None,
     limit: int = 100,
 ) -> list[AuditLog]:
     """Newest first; page with `before_id` = the last id of the previous page (keyset pagination)."""

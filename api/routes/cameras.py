@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -58,11 +58,29 @@ def _check_zones(zones: list[dict[str, Any]]) -> list[dict[str, Any]]:
         raise ValueError(f"zones: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
 
 
+def _check_host(url: str | None) -> str | None:
+    """A network stream URL must name a host (`rtsp://` alone would only fail later, as a 502)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        try:
+            host = parts.hostname
+            parts.port  # noqa: B018 - raises ValueError for a port that is no number or out of range
+        except ValueError as exc:
+            raise ValueError(f"not a valid stream URL: {exc}") from None
+        if not host:
+            raise ValueError("the stream URL needs a host, e.g. rtsp://10.0.0.21:554/stream1")
+    return url
+
+
 class CameraCreate(CameraBase):
     @field_validator("zones")
     @classmethod
     def _zones(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return _check_zones(v)
+
+    _hosts = field_validator("url", "sub_url")(_check_host)
 
 
 class CameraUpdate(BaseModel):
@@ -77,12 +95,24 @@ class CameraUpdate(BaseModel):
     def _zones(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         return None if v is None else _check_zones(v)
 
+    _hosts = field_validator("url", "sub_url")(_check_host)
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> CameraUpdate:
+        # Leaving a field out keeps it; null would blank a required column (sub_url alone may be removed).
+        for key in ("url", "enabled", "fps", "zones"):
+            if key in self.model_fields_set and getattr(self, key) is None:
+                raise ValueError(f"{key} may not be null; leave it out to keep the current value")
+        return self
+
 
 class CameraTest(BaseModel):
     url: str = Field(min_length=8, max_length=1000, pattern=r"^(rtsps?|https?|file)://",
                      description="Stream URL to open. A masked password (`user:***@`) is taken from `camera`.")
     camera: str | None = Field(None, max_length=64, description="The configured camera this URL belongs to: its "
                                "stored password fills a masked one, and its own file:// URL may be tested.")
+
+    _hosts = field_validator("url")(_check_host)
 
 
 class CameraPublic(BaseModel):

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.deps import SESSION_COOKIE, Admin, Ctx, DbSession, Operator, Principal, Viewer, client_ip
+from api.pagination import Offset
 from api.routes import auth as auth_api
 from api.routes import outbox as outbox_api
 from api.routes import stats as stats_api
@@ -153,7 +154,7 @@ RESENDABLE = {OutboxState.failed, OutboxState.dead}
 
 
 @router.get("/outbox", response_class=HTMLResponse)
-def outbox_page(request: Request, db: DbSession, principal: Operator, state: str = "", offset: int = 0,
+def outbox_page(request: Request, db: DbSession, principal: Operator, state: str = "", offset: Offset = 0,
                 msg: str = "", error: str = "") -> HTMLResponse:
     """Newest changes first, `OUTBOX_PAGE` a page (offset: the list is short-lived, sent rows are purged)."""
     chosen = OutboxState(state) if state in OutboxState.__members__ else None

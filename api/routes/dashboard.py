@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.deps import Ctx, DbSession, Operator, Principal, Viewer
+from api.pagination import RowId
 from api.routes import audit as audit_api
 from api.routes import cameras as cameras_api
 from api.routes import csms as csms_api
@@ -146,7 +147,7 @@ def chargers_page(request: Request, db: DbSession, principal: Viewer) -> HTMLRes
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, db: DbSession, principal: Operator, entity: str = "", actor: str = "",
-               before_id: int | None = None) -> HTMLResponse:
+               before_id: RowId = None) -> HTMLResponse:
     limit = 50
     rows = audit_api.list_audit(db, principal, entity=entity or None, actor=actor or None, since=None,
                                 before_id=before_id, limit=limit)

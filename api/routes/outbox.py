@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from api import runtime_settings
 from api.deps import Ctx, DbSession, Operator, client_ip
+from api.pagination import Offset
 from enforcement.outbox import count_by_state, enqueue, list_messages, resend
 from models import audit
 from models.outbox import OutboxMessage, OutboxMessagePublic, OutboxState
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
 @router.get("/outbox", response_model=list[OutboxMessagePublic])
 def outbox(db: DbSession, _: Operator, state: OutboxState | None = None, limit: int = Query(100, ge=1, le=500),
-           offset: int = Query(0, ge=0)) -> list[OutboxMessage]:
+           offset: Offset = 0) -> list[OutboxMessage]:
     return list_messages(db, states=[state] if state else None, limit=limit, offset=offset)
 
 

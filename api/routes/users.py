@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
 
 from api.deps import Admin, Ctx, DbSession, client_ip
+from api.pagination import Offset
 from api.security import hash_password
 from models import audit
 from models.tables import OperatorSession, Role, User, UserCreate, UserPublic, UserUpdate
@@ -41,7 +42,7 @@ def _admins_left(db: Session, excluding: str) -> int:
 
 
 @router.get("", response_model=list[UserPublic])
-def list_users(db: DbSession, _: Admin, offset: int = 0, limit: int = 100) -> list[User]:
+def list_users(db: DbSession, _: Admin, offset: Offset = 0, limit: int = 100) -> list[User]:
     limit = max(1, min(limit, 500))
     return list(db.exec(select(User).order_by(User.username).offset(max(0, offset)).limit(limit)))
 

@@ -396,3 +396,22 @@ def test_snapshot_prefers_the_running_worker(tmp_path: Path, sqlite_url: str, rt
         r = client.get("/api/v1/cameras/live/snapshot?max_age=0")
         assert r.status_code == 200 and r.headers["x-snapshot-source"] == "worker"
         assert jpeg_shape(r.content) == (720, 960, 3) and r.headers["x-frame-width"] == "960"
+
+
+@pytest.mark.parametrize("field", ["url", "enabled", "fps", "zones"])
+def test_patch_with_null_is_422_not_500(env, field) -> None:
+    """Finding 7: a null url/enabled/fps/zones reached the NOT NULL columns and gave 500."""
+    client, csrf = op(env)
+    add(client, csrf)
+    r = client.patch("/api/v1/cameras/gate", json={field: None}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and "may not be null" in r.text
+    r = client.patch("/api/v1/cameras/gate", json={"sub_url": None}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200  # removing the sub-stream is allowed
+
+
+@pytest.mark.parametrize("url", ["rtsp://", "rtsp:///stream1", "http://:80/x", "rtsp://host:99999/x"])
+def test_stream_urls_need_a_host_422_not_502(env, url) -> None:
+    client, csrf = op(env)
+    h = {"X-CSRF-Token": csrf}
+    assert client.post("/api/v1/cameras", json={"name": "x1", "url": url}, headers=h).status_code == 422
+    assert client.post("/api/v1/cameras/test", json={"url": url}, headers=h).status_code == 422
