@@ -231,11 +231,14 @@ class EnsembleReader:
         if ev is None:
             return None
         conf = self.confidence(ev)
+        # Per-character figures never claim more than the whole read's calibrated probability: the
+        # per-visit vote (anpr.grouping) weighs positions by them.
+        chars = tuple(min(c, conf) for c in ev.char_confidences) or (conf,) * len(ev.text)
         return PlateRead(
             text=ev.text,
             confidence=conf,
             format_name=ev.format_name,
-            char_confidences=ev.char_confidences,
+            char_confidences=chars,
             raw_text=ev.raw_primary,
             score=math.log(max(conf, 1e-9)),
         )

@@ -8,6 +8,7 @@ import secrets
 import socket
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, func, select
 
@@ -73,6 +74,26 @@ def ensure_first_admin(settings: Settings) -> str | None:
     return str(path)
 
 
+def secure_data_dir(settings: Settings) -> None:
+    """Plates, evidence images and secrets are personal data: nobody but the service's user (and its
+    group, for backups) may read them. New files get 0640 and folders 0750 (umask 027); the data folder
+    is 0750, the SQLite database and its journals 0600, whatever they were before."""
+    os.umask(0o027)
+    data = Path(settings.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o750)
+    for folder in (settings.evidence_dir,):
+        if Path(folder).is_dir():
+            Path(folder).chmod(0o750)
+    if settings.db_url.startswith("sqlite"):
+        db_file = make_url(settings.db_url).database
+        if db_file and db_file != ":memory:":
+            for suffix in ("", "-wal", "-shm"):
+                p = Path(db_file + suffix)
+                if p.is_file():
+                    p.chmod(0o600)
+
+
 def serve(settings: Settings, migrate: bool = True) -> None:
     """Run the whole service in this process until interrupted."""
     import uvicorn
@@ -84,7 +105,9 @@ def serve(settings: Settings, migrate: bool = True) -> None:
     if problems:
         raise StartupError("; ".join(problems))
     check_port_free(settings.host, settings.port)
+    secure_data_dir(settings)
     prepare_database(settings, migrate=migrate)
+    secure_data_dir(settings)  # again: migrating may just have created the database file
     created = ensure_first_admin(settings)
     if created:
         log.warning("created user 'admin'; its password is in %s (change it after logging in)", created)

@@ -38,6 +38,23 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+# The same scene with a US plate crop (plate-crops-us, val split, California) pasted over the EU plate.
+US_CROP = REPO.parent / "shared" / "datasets" / "plate-crops-us" / "images" / "us_ca350.jpg"
+US_PLATE = "6MBV006"
+US_CLIP = CLIP.parent / "bay_arrival_us.mp4"
+
+
+def ensure_us_clip() -> Path:
+    """The US-plate clip, built from ../shared on first use (it is not committed)."""
+    need(US_CROP.is_file(), f"{US_CROP} is needed (../shared/datasets)")
+    if not US_CLIP.is_file():
+        need(shutil.which("ffmpeg") is not None, "ffmpeg is needed to build the camera test clip")
+        US_CLIP.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(FIXTURES / "make_fixtures.py"), "--out", str(US_CLIP.parent),
+                        "--plate", str(US_CROP), "--name", US_CLIP.name], check=True, capture_output=True, timeout=300)
+    return US_CLIP
+
+
 def ensure_clip() -> Path:
     """The camera tests' clip, built from ../shared on first use (it is not committed)."""
     if not CLIP.is_file():

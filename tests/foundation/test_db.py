@@ -68,3 +68,28 @@ def test_unique_username(db_url):
 
 def test_redact_db_url():
     assert redact_db_url("postgresql+psycopg://app:s3cret@db/x") == "postgresql+psycopg://app:***@db/x"
+
+
+def test_data_folder_and_database_are_private(tmp_path):
+    """Finding 11: data folder 755, database and evidence 644 (the database holds secrets and plates)."""
+    import os
+    import stat
+
+    from baywarden.service import secure_data_dir
+    from tests.foundation.helpers import make_settings
+
+    data = tmp_path / "data"
+    settings = make_settings(tmp_path, f"sqlite:///{data / 'baywarden.db'}")
+    data.mkdir(mode=0o755, exist_ok=True)
+    (data / "baywarden.db").write_bytes(b"")
+    os.chmod(data, 0o755)
+    os.chmod(data / "baywarden.db", 0o644)
+    old = os.umask(0o022)
+    try:
+        secure_data_dir(settings)
+        (data / "later.txt").write_text("x")
+        assert stat.S_IMODE((data / "later.txt").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o750
+    assert stat.S_IMODE((data / "baywarden.db").stat().st_mode) == 0o600
