@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from api.security import LoginGate
 from models.base import Clock, IdFactory, new_id, utcnow
 from models.settings import Settings
 
@@ -117,6 +118,7 @@ class AppContext:
     notify: Any = None
     # Hooks other packages register to be told about new domain events (e.g. the SSE hub).
     listeners: list[Callable[[object], Awaitable[None] | None]] = field(default_factory=list)
+    login_gate: LoginGate = field(default_factory=LoginGate)
 
     def __post_init__(self) -> None:
         self.metrics.registry.register(_PartsCollector(self))  # type: ignore[arg-type]

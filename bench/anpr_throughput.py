@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--bays", type=int, default=2, help="bays per camera")
     ap.add_argument("--busy-share", type=float, default=0.02, help="share of time a bay sees motion")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores given to the cameras")
+    ap.add_argument("--ocr", default="ensemble", help="plate reader (ensemble, rapidocr, platerec, easyocr)")
+    ap.add_argument("--region", default="generic", help="plate region(s) of the ensemble")
     args = ap.parse_args()
     cv2.setNumThreads(1)
 
@@ -150,17 +152,18 @@ def main() -> None:
     ocr_cpu = None
     try:
         from anpr.ocr import RapidOcrBackend
-        from anpr.recognizer import PlateRecognizer
+        from anpr.recognizer import make_recognizer
 
         backend = RapidOcrBackend(threads=1)
-        rec = PlateRecognizer(detector=None, ocr=backend, text_proposals="off")
+        rec = make_recognizer(ocr=args.ocr, detector="none", proposer="none", threads=1, text_proposals="off",
+                              region=args.region)
         read = rec.read_box(roi, plate_in_roi)
         crop = roi[int(plate_in_roi[1]) : int(plate_in_roi[3]), int(plate_in_roi[0]) : int(plate_in_roi[2])]
         c1, w1, _ = timed(lambda: backend.read(crop), args.seconds)
         line("OCR: RapidOCR recogniser, one crop", c1, w1, "plates")
         ocr_cpu, ocr_wall, _ = timed(lambda: rec.read_box(roi, plate_in_roi), args.seconds)
         variants = ",".join(rec.variants)
-        line(f"OCR: PlateRecognizer.read_box ({len(rec.variants)} crops)", ocr_cpu, ocr_wall, "plates")
+        line(f"OCR: PlateRecognizer.read_box, {args.ocr} ({len(rec.variants)} crops)", ocr_cpu, ocr_wall, "plates")
         print(f"  (read_box on the parked plate -> {read.text if read else None!r}; crops: {variants})")
     except Exception as exc:  # the project recogniser is being written; fall back to the library
         print(f"  note: project OCR not usable ({type(exc).__name__}: {exc}); using RapidOCR directly")

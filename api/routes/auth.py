@@ -13,7 +13,7 @@ from sqlmodel import Session
 from api.context import AppContext
 from api.deps import SESSION_COOKIE, Ctx, DbSession, Principal, Viewer, client_ip, current_principal
 from api.limits import LOGIN_BODY
-from api.security import Throttle, authenticate, open_session, token_hash, tokens_equal
+from api.security import Busy, Throttle, authenticate, open_session, token_hash, tokens_equal
 from api.templating import render
 from models import audit
 from models.tables import OperatorSession, User, UserPublic
@@ -27,22 +27,33 @@ class LoginFailed(Exception):
         self.status, self.message, self.retry_after = status, message, retry_after
 
 
+BUSY_RETRY_S = 2
+
+
 def _login(ctx: AppContext, db: Session, username: str, password: str, ip: str) -> str:
     """Check credentials under the throttle; return a new session token or raise LoginFailed."""
-    now = ctx.clock()
     throttle = Throttle(ctx.settings.security)
     keys = [f"user:{username.lower()[:64]}", f"ip:{ip}"]
-    wait = throttle.locked_for(db, keys, now)
-    if wait:
-        raise LoginFailed(429, f"Too many failed logins; try again in {wait} s", wait)
-    user = authenticate(db, username, password)
-    if user is None:
-        throttle.fail(db, keys, now)
-        audit.record(db, actor=username[:64] or "-", action="login_failed", entity="user", ip=ip, at=now)
-        db.commit()
-        ctx.metrics.login_failures.inc()
-        raise LoginFailed(401, "Wrong user name or password")
-    throttle.succeed(db, keys[:1])
+    try:
+        # Check, verify and count under the keys' locks: parallel guesses are counted one by one.
+        with ctx.login_gate.keys(keys):
+            now = ctx.clock()
+            db.expire_all()  # another request may just have counted a failure for these keys
+            wait = throttle.locked_for(db, keys, now)
+            if wait:
+                raise LoginFailed(429, f"Too many failed logins; try again in {wait} s", wait)
+            with ctx.login_gate.hashing():
+                user = authenticate(db, username, password)
+            if user is None:
+                throttle.fail(db, keys, now)
+                audit.record(db, actor=username[:64] or "-", action="login_failed", entity="user", ip=ip, at=now)
+                db.commit()
+                ctx.metrics.login_failures.inc()
+                raise LoginFailed(401, "Wrong user name or password")
+            throttle.succeed(db, keys[:1])
+            db.commit()
+    except Busy:
+        raise LoginFailed(503, "Too many logins at once; try again in a few seconds", BUSY_RETRY_S) from None
     token = open_session(db, user, now, ctx.settings.security, ip)
     audit.record(db, actor=user.username, action="login", entity="user", entity_id=user.id, ip=ip, at=now)
     db.commit()

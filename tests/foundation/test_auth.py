@@ -166,3 +166,74 @@ def test_readyz_reports_database(app_env, tmp_path):
     with TestClient(create_app(broken, components=[])) as c:
         r = c.get("/readyz")
     assert r.status_code == 503 and r.json()["status"] == "unavailable"
+
+
+def test_parallel_wrong_passwords_are_counted_one_by_one(tmp_path):
+    """Finding 8: 60 parallel wrong passwords got 19 real checks against a limit of 5."""
+    import threading
+
+    import httpx
+    from sqlmodel import Session, select
+
+    from models.db import make_engine
+    from models.tables import AuditLog
+    from tests.foundation.helpers import LiveServer, add_user, client_for, free_port, make_settings
+
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'race.db'}", port=free_port())
+    client_for(settings)
+    add_user(settings, "olga", Role.operator)
+    server = LiveServer(settings).start()
+    codes: list[int] = []
+    try:
+        def guess(i: int) -> None:
+            r = httpx.post(f"{server.url}/api/v1/auth/login", json={"username": "olga", "password": f"wrong-{i}"},
+                           timeout=60)
+            codes.append(r.status_code)
+
+        threads = [threading.Thread(target=guess, args=(i,)) for i in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        server.stop()
+    engine = make_engine(settings.db_url)
+    with Session(engine) as db:
+        checked = [a for a in db.exec(select(AuditLog)) if a.action == "login_failed"]
+    engine.dispose()
+    limit = settings.security.login_max_failures
+    assert len(checked) == limit, (len(checked), sorted(codes))
+    assert codes.count(401) == limit and codes.count(401) + codes.count(429) + codes.count(503) == 30
+
+
+def test_password_checks_are_bounded_and_the_rest_refused_with_retry_after():
+    """Finding 4: unbounded concurrent argon2 checks (64 MiB each) took the service to 1.2 GB."""
+    import threading
+    import time
+
+    from api.security import Busy, LoginGate
+
+    gate = LoginGate(concurrent=2, waiting=3, wait_s=5)
+    running, peak, busy = [0], [0], [0]
+    lock = threading.Lock()
+
+    def attempt(i: int) -> None:
+        try:
+            with gate.keys([f"user:u{i}", f"ip:10.0.0.{i}"]), gate.hashing():
+                with lock:
+                    running[0] += 1
+                    peak[0] = max(peak[0], running[0])
+                time.sleep(0.2)
+                with lock:
+                    running[0] -= 1
+        except Busy:
+            with lock:
+                busy[0] += 1
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2
+    assert busy[0] >= 20 - 5  # two running, three waiting: everyone else is told at once
