@@ -231,7 +231,11 @@ OCR_BACKENDS: dict[str, Callable[..., OcrBackend]] = {
 
 
 def make_ocr(name: str = "rapidocr", **kwargs: object) -> OcrBackend:
-    """Build an OCR backend by name (`rapidocr`, `easyocr`)."""
+    """Build an OCR backend by name (`rapidocr`, `easyocr`, `platerec`)."""
+    if name == "platerec":  # the plate recogniser trained here (anpr.platerec, onnxruntime only)
+        from anpr.platerec import PlateRecOcrBackend
+
+        return PlateRecOcrBackend(**kwargs)  # type: ignore[arg-type]
     try:
         factory = OCR_BACKENDS[name]
     except KeyError:
