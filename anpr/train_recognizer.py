@@ -209,6 +209,37 @@ def _render_two_line(rng: random.Random, fonts: Sequence[str]) -> Sample:
     return Sample(surround, label, (pad, pad, pad + w, pad + h), "synthetic-2line")
 
 
+def stack_at_separator(img: np.ndarray) -> np.ndarray:
+    """A stacked two-line plate made from a one-line Brazilian crop (ABC-1234): letters over digits,
+    cut in the widest gap between glyphs near the middle (the dash has no ink in the upper rows)."""
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    h, w = grey.shape
+    _, ink = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    band = ink[int(h * 0.3) : int(h * 0.45)]
+    if band.size == 0:
+        return img
+    if band.mean() > 127:  # light text on a dark plate
+        band = 255 - band
+    low = band.mean(0) < 0.25 * max(1.0, float(band.mean(0).max()))
+    widest, cut, x = -1, w // 2, 0
+    while x < w:
+        if not low[x]:
+            x += 1
+            continue
+        end = x
+        while end < w and low[end]:
+            end += 1
+        centre = (x + end) // 2
+        if 0.3 * w <= centre <= 0.65 * w and end - x > widest:
+            widest, cut = end - x, centre
+        x = end
+    top, bottom = img[:, :cut], img[:, cut:]
+    width = max(top.shape[1], bottom.shape[1])
+    top = cv2.copyMakeBorder(top, 0, 0, 0, width - top.shape[1], cv2.BORDER_REPLICATE)
+    bottom = cv2.copyMakeBorder(bottom, 0, 0, 0, width - bottom.shape[1], cv2.BORDER_REPLICATE)
+    return np.vstack([top, bottom])
+
+
 # -------------------------------------------------------------------------------- augmentation
 
 
@@ -370,6 +401,7 @@ class PlateDataset:
         self.seed = seed
         self.fonts = list(fonts)
         self.epoch = 0
+        self.stack_p = 0.0
 
     def __len__(self) -> int:
         return len(self.samples) + self.synthetic
@@ -381,6 +413,8 @@ class PlateDataset:
         else:
             s = render_synthetic(random.Random(int(rng.integers(1 << 62))), self.fonts)
         crop = _jitter_crop(s, rng, True)
+        if self.stack_p and s.source in ("plate-crops", "plates-train") and rng.random() < self.stack_p:
+            crop = stack_at_separator(crop)  # Brazilian ABC1234: teach the two-line path on real glyphs
         crop = augment(crop, rng)
         prep = preprocess(crop, two_lines=True)
         if prep is None:
@@ -491,14 +525,18 @@ def train(args: argparse.Namespace) -> Path:
             per_epoch = history[-1]["seconds"] * 1.1  # + validation
             total_epochs = max(start_epoch + 1, start_epoch + int(args.hours * 3600 / per_epoch))
         say(f"resumed from {last} at epoch {start_epoch}/{total_epochs}, best {best:.3f}")
-    elif start_epoch == 0:
+    elif args.init:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        say(f"weights from {args.init}; fresh optimiser and schedule")
+    if start_epoch == 0:
         m0 = {k: evaluate(model, v) for k, v in (("br", val_br), ("us", val_us))}
         say(
-            f"pretrained (new head, no training): br exact {m0['br']['exact']:.3f} us exact {m0['us']['exact']:.3f} "
+            f"before training: br exact {m0['br']['exact']:.3f} us exact {m0['us']['exact']:.3f} "
             f"(O=0 {m0['us']['exact_o0']:.3f})"
         )
 
     ds = PlateDataset(train_samples, args.synthetic, args.seed, fonts)
+    ds.stack_p = args.stack_p
     deadline = time.monotonic() + args.hours * 3600 if args.hours else None
     t_start = time.monotonic()
     epoch = start_epoch
@@ -740,6 +778,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--synthetic", type=int, default=200, help="synthetic EU-like plates per epoch (0: none)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh schedule)")
+    p.add_argument("--stack-p", type=float, default=0.0, help="share of Brazilian crops stacked into two lines")
     p.add_argument("--freeze", type=int, default=2, help="first N conv layers kept as pretrained (faster)")
     return p.parse_args(argv)
 
