@@ -641,7 +641,7 @@ def _format_block(report: EvalReport, title: str) -> list[str]:
 
 def main_eval(
     dataset: str | Path | Sequence[str | Path],
-    backend: str = "rapidocr",
+    backend: str = "ensemble",
     json_out: bool = False,
     report_dir: str | Path | None = None,
     limit: int | None = None,
@@ -731,7 +731,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     # make_ocr names the known ones when the name is wrong
     ap.add_argument(
         "--ocr",
-        default="rapidocr",
+        default="ensemble",
         help=f"OCR backend: {', '.join(_ocr_names())} or any other name anpr.ocr.make_ocr knows",
     )
     ap.add_argument("--detector", default="onnx", choices=["onnx", "ultralytics", "none"])

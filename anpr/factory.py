@@ -15,7 +15,7 @@ class RecognizerSpec:
 
     detector: str = "onnx"
     detector_path: Path | None = None
-    ocr: str = "rapidocr"
+    ocr: str = "ensemble"
     formats: str = "eu"
     det_conf: float = 0.1  # the value the dev-set figures were measured with
     text_proposals: str = "fallback"

@@ -347,7 +347,9 @@ def anpr_eval(
         typer.Option(help="Folder with labels.jsonl (scenes or crops), optionally DIR:split; repeat for several."),
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Last line: one JSON object with the figures.")] = False,
-    ocr: Annotated[str, typer.Option(help="OCR backend (rapidocr, easyocr, platerec, ...).")] = "rapidocr",
+    ocr: Annotated[str, typer.Option(help="Plate reader: ensemble (default), platerec, rapidocr, easyocr.")] = (
+        "ensemble"
+    ),
     detector: Annotated[str, typer.Option(help="onnx, ultralytics or none.")] = "onnx",
     detector_path: Annotated[Path | None, typer.Option(help="Detector model (default: the committed ONNX).")] = None,
     formats: Annotated[str, typer.Option(help="Plate format set(s), comma-separated.")] = "eu",

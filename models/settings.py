@@ -206,7 +206,7 @@ class AnprSettings(Strict):
     detector: Literal["onnx", "ultralytics"] = Field("onnx", description="Plate detector backend.")
     detector_path: Path | None = Field(None, description="Detector model; default: the committed ONNX file.")
     ocr: Literal["ensemble", "platerec", "rapidocr", "easyocr"] = Field(
-        "rapidocr",
+        "ensemble",
         description="Plate reader: ensemble (the plate recogniser trained here, checked by RapidOCR, calibrated "
         "confidence; measured best), platerec alone, or the general OCR backends with format decoding.",
     )

@@ -144,7 +144,8 @@ def about_data(settings: Settings, site_name: str | None = None) -> dict[str, An
 
     a = settings.anpr
     return {"version": VERSION, "site_name": site_name or settings.site_name, "detector": detector_info(settings),
-            "ocr": a.ocr, "formats": a.formats, "det_conf": a.det_conf, "text_proposals": a.text_proposals,
+            "ocr": a.ocr, "region": a.region, "formats": a.formats, "det_conf": a.det_conf,
+            "text_proposals": a.text_proposals,
             "metrics": load_metrics()}
 
 

@@ -104,11 +104,11 @@ def test_calibrator_fits_saves_and_loads(tmp_path):
 
 
 def test_missing_or_corrupt_calibration_names_the_file(tmp_path):
-    with pytest.raises(OcrLoadError, match="nothere.json"):
+    with pytest.raises(OcrLoadError, match=r"nothere\.json"):
         Calibrator.load(tmp_path / "nothere.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(OcrLoadError, match="bad.json"):
+    with pytest.raises(OcrLoadError, match=r"bad\.json"):
         Calibrator.load(bad)
 
 

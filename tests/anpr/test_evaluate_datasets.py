@@ -32,6 +32,7 @@ from anpr.evaluate import (
 from anpr.plates import PlateRead
 from anpr.train import DEFAULT_ONNX
 from anpr.types import PlateCandidate
+from enforcement.rules import Rules
 from tests.conftest import DATASETS, need
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,8 +120,9 @@ def test_auto_accept_length_errors_and_detection_on_scenes(tmp_path: Path) -> No
 
 def test_nothing_accepted_gives_null_precision(tmp_path: Path) -> None:
     answers = [[cand(BOX_A, "AB123CD", 0.79)], [cand(BOX_A, "KL456MN", 0.1)], [cand(BOX_A, "", 0.99)]]
-    report = evaluate(scene_set(tmp_path / "s"), FixedReads(answers), warmup=False)
-    assert report.auto_accept_threshold == DEFAULT_THRESHOLD == 0.8
+    report = evaluate(scene_set(tmp_path / "s"), FixedReads(answers), warmup=False, threshold=0.8)
+    assert report.auto_accept_threshold == 0.8
+    assert DEFAULT_THRESHOLD == Rules().confirmation_threshold == 0.99  # the review threshold of the rules
     assert report.auto_accept_coverage == 0.0
     assert report.auto_accept_precision is None
     assert json.loads(json.dumps(report.summary()))["auto_accept_precision"] is None
@@ -141,7 +143,7 @@ def crop_set(folder: Path) -> Path:
 def test_crop_set_reads_the_whole_image_without_detection(tmp_path: Path) -> None:
     reads = [pread("FUW999", 0.9), pread("ABC123", 0.85), None, pread("7ABC1Z3", 0.95)]
     rec = FixedBoxReads(reads)
-    report = evaluate(crop_set(tmp_path / "c"), rec, warmup=False)
+    report = evaluate(crop_set(tmp_path / "c"), rec, warmup=False, threshold=0.8)
     assert report.kind == "crops" and report.split == "val"
     assert report.images == 4 and report.plates == 4 and report.predictions == 0
     assert report.detection_recall is None and report.detection_precision is None
@@ -264,9 +266,9 @@ def test_two_folders_json_last_line_and_report(tmp_path: Path, monkeypatch, caps
 
 def test_combine_of_crop_sets_only_has_null_detection(tmp_path: Path) -> None:
     folder = crop_set(tmp_path / "c")
-    one = evaluate(folder, FixedBoxReads([pread("FUW999", 0.9)] * 4), warmup=False)
-    two = evaluate(folder, FixedBoxReads([pread("FUW999", 0.1)] * 4), warmup=False)
-    both = combine([one, two])
+    one = evaluate(folder, FixedBoxReads([pread("FUW999", 0.9)] * 4), warmup=False, threshold=0.8)
+    two = evaluate(folder, FixedBoxReads([pread("FUW999", 0.1)] * 4), warmup=False, threshold=0.8)
+    both = combine([one, two], 0.8)
     assert both.detection_recall is None and both.auto_accept_unmatched is None
     assert both.kind == "crops" and both.images == 8
     assert both.auto_accept_coverage == pytest.approx(4 / 8)

@@ -4,6 +4,7 @@ and the pure occupancy/idle computation behind the charts (table-driven)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from anpr.train import DEFAULT_ONNX
+from api.routes.stats import METRICS_FILE as METRICS
 from api.stats import VisitSpan, bay_days
 from models.db import make_engine
 from models.outbox import OutboxChannel, OutboxMessage, OutboxState
@@ -421,15 +423,17 @@ def test_about_page_and_api_show_version_model_and_metrics(env) -> None:
     html = client.get("/dash/about").text
     assert 'id="about-version">0.1.0<' in html
     assert "plate_detector.onnx" in html and sha[:12] in html and "10.1 MiB" in html
-    assert re.search(r'id="about-ocr">rapidocr<', html)
-    row = re.search(r'<tr data-ocr="rapidocr">(.*?)</tr>', html, re.S).group(1)
-    assert "in use" in row and all(v in row for v in ("1.000", "0.939", "0.880", "0.979", "135"))
-    row = re.search(r'<tr data-ocr="easyocr">(.*?)</tr>', html, re.S).group(1)
-    assert "in use" not in row and all(v in row for v in ("0.956", "0.102", "0.584", "204"))
-    assert "baywarden anpr eval --dataset ../shared/datasets/plates-dev --json --ocr rapidocr" in html
-    assert "plates-dev (108 photos" in html and "2026-11-22" in html
+    assert re.search(r'id="about-ocr">ensemble<', html) and re.search(r'id="about-region">generic<', html)
+    metrics = json.loads(METRICS.read_text())
+    for r in metrics["results"]:  # every measured row is shown, the configured reader marked in use
+        row = re.search(rf'<tr data-ocr="{r["ocr"]}" data-dataset="{re.escape(r["dataset"])}" '
+                        rf'data-region="{r["region"]}">(.*?)</tr>', html, re.S).group(1)
+        assert f'{r["exact_plate_accuracy"]:.3f}' in row
+        assert ("in use" in row) == (r["ocr"] == "ensemble" and r["region"] == "generic")
+        assert r["command"] in html
+    assert metrics["measured_on"] in html
     body = client.get("/api/v1/about").json()
-    assert body["version"] == "0.1.0" and body["ocr"] == "rapidocr"
+    assert body["version"] == "0.1.0" and body["ocr"] == "ensemble" and body["region"] == "generic"
     assert body["detector"] == {"backend": "onnx", "file": "plate_detector.onnx", "present": True,
                                 "size_bytes": DEFAULT_ONNX.stat().st_size, "sha256": sha}
-    assert body["metrics"]["results"][0]["exact_plate_accuracy"] == 0.88
+    assert body["metrics"]["results"] == metrics["results"]

@@ -16,7 +16,7 @@ SITE_FORM = {
     "currency": "EUR", "max_stay_min": "240", "overstay_fee_per_min": "0", "overstay_fee_cap": "",
     "idle_grace_min": "10", "idle_fee_per_min": "0.50", "idle_fee_cap": "30", "warn_before_idle": "yes",
     "parked_without_charging_grace_min": "10", "no_charging_fee": "0", "min_occupancy_pct": "",
-    "occupancy_recheck_min": "5", "return_ban_hours": "0", "return_ban_fee": "0", "confirmation_threshold": "0.8",
+    "occupancy_recheck_min": "5", "return_ban_hours": "0", "return_ban_fee": "0", "confirmation_threshold": "0.99",
     "require_review": "no", "fuzzy_distance": "1", "camera_recover_min": "3",
     "schedule.days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "schedule.start": "00:00",
     "schedule.end": "00:00", "schedule.timezone": "UTC",

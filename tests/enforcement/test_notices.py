@@ -59,7 +59,7 @@ def test_warning_and_notice_each_sent_once_and_driver_page_works(env, smtp):
     t0 = clock()
     tx = {"charge_point_id": "CP1", "transaction_id": "T9", "connector_id": 1}
     events = [ev("a1", "vehicle_arrived", t0, presence_id="p1", camera="gate", bay_id="B1", plate="AB123CD",
-                 confidence=0.97),
+                 confidence=0.995),  # above the default review threshold (0.99)
               ev("c1", "transaction_started", t0 + timedelta(minutes=1), **tx),
               ev("c2", "charging_idle", t0 + timedelta(minutes=20), reason="SuspendedEV", **tx)]
     assert client.post("/api/v1/events", json={"events": events}, headers=auth).status_code == 200
