@@ -256,6 +256,8 @@ class HeadReader(asyncio.Protocol):
     async def read_head(self) -> bytes:
         while True:
             i = self.buf.find(b"\r\n\r\n")
+            if i + 4 > MAX_HEAD:  # also when the whole oversized head came in one read
+                raise BadHead("HTTP head too large")
             if i >= 0:
                 head = bytes(self.buf[: i + 4])
                 del self.buf[: i + 4]

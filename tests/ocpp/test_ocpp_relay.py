@@ -531,3 +531,26 @@ def test_ping_settings_are_validated(field: str, value: object) -> None:
 
     with pytest.raises(ValidationError, match=field):
         RelaySettings(**{field: value})
+
+
+@pytest.mark.parametrize("size", [40_000, 100_000])
+def test_oversized_upgrade_head_in_one_write_is_refused(arun: Run, size: int) -> None:
+    """Finding 10: the 32 KiB head limit was only checked while waiting for more bytes, so a whole
+    40 KB or 100 KB head that arrived in one read was accepted and forwarded."""
+
+    async def main() -> None:
+        async with EchoUpstream() as up, make_relay([Upstream("*", up.url())]) as relay:
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            head = (
+                "GET /ocpp/CP-1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                f"X-Pad: {'a' * size}\r\n\r\n"
+            ).encode()
+            writer.write(head)
+            await writer.drain()
+            line = await reader.readline()
+            writer.close()
+            assert int(line.split()[1]) == 400
+            assert up.requests == []
+
+    arun(main())
