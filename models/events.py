@@ -12,6 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+# EVSE and connector numbers are small; anything past a 32-bit column is refused at the boundary (422),
+# not left to overflow the database (500, and an edge client that retries forever).
+OutletNumber = Annotated[int | None, Field(ge=0, le=2**31 - 1)]
+
 
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -85,8 +89,8 @@ class CameraStateChanged(_Event):
 class _TxEvent(_Event):
     charge_point_id: str
     transaction_id: str
-    evse_id: int | None = None
-    connector_id: int | None = None
+    evse_id: OutletNumber = None
+    connector_id: OutletNumber = None
 
 
 class TransactionStarted(_TxEvent):
@@ -120,8 +124,8 @@ class TransactionEnded(_TxEvent):
 class ConnectorAvailable(_Event):
     kind: Literal["connector_available"] = "connector_available"
     charge_point_id: str
-    evse_id: int | None = None
-    connector_id: int | None = None
+    evse_id: OutletNumber = None
+    connector_id: OutletNumber = None
 
 
 class ChargerConnection(_Event):

@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from models.events import (
     ChargingIdle,
     ChargingSuspended,
@@ -279,6 +281,8 @@ class OcppDecoder:
                 return self._bad("malformed", charge_point_id, "bad message type", raw_text)
         except _SchemaError as exc:
             return self._bad("schema_violations", charge_point_id, str(exc), raw_text)
+        except ValidationError as exc:  # a value our events refuse (connector 1e23, ...): never raise
+            return self._bad("schema_violations", charge_point_id, str(exc.errors()[0]["msg"]), raw_text)
         self.stats.events += len(events)
         return events
 

@@ -59,8 +59,8 @@ class OwnEvent(BaseModel):
     at: AwareDatetime
     charge_point_id: str = Field(min_length=1, max_length=64)
     transaction_id: str | None = Field(None, max_length=64)
-    evse_id: int | None = Field(None, ge=0)
-    connector_id: int | None = Field(None, ge=0)
+    evse_id: int | None = Field(None, ge=0, le=2**31 - 1)
+    connector_id: int | None = Field(None, ge=0, le=2**31 - 1)
     charging_state: str | None = Field(None, max_length=32)
     energy_wh: float | None = Field(None, ge=0)
     id_token: str | None = Field(None, max_length=256)
@@ -75,8 +75,8 @@ def parse_body(raw: bytes) -> tuple[str, dict[str, Any]]:
     """Return ("citrine"|"own", body) or raise IntakeError."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise IntakeError("body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise IntakeError("body is not JSON (or nested too deeply)") from None
     if not isinstance(body, dict):
         raise IntakeError("body must be a JSON object")
     if "message" in body and "origin" in body:
@@ -168,7 +168,8 @@ def ocpi_session(
         raise IntakeError("last_updated: required")
     s = OcpiSession.model_validate(merged)
     assert s.evse_uid and s.last_updated and s.start_date_time and s.status
-    connector = int(s.connector_id) if s.connector_id and s.connector_id.isdigit() else None
+    cid = s.connector_id or ""
+    connector = int(cid) if cid.isascii() and cid.isdigit() and len(cid) <= 9 else None
     common = {"charge_point_id": s.evse_uid, "transaction_id": session_id, "connector_id": connector}
     events: list[ChargerEvent] = []
     if known is None and s.status in ("ACTIVE", "COMPLETED"):

@@ -179,3 +179,39 @@ def test_odd_timestamps_are_401_not_500(env, ts):
     headers = dict(signed(clock, body), **{"X-Baywarden-Timestamp": ts.encode()})
     r = client.post("/api/v1/csms/events", content=body, headers=headers)
     assert r.status_code == 401
+
+
+def test_hostile_signed_bodies_are_422_not_500(env):
+    """Finding 5: deeply nested JSON (RecursionError) and connector_id 1e23 (OverflowError) gave 500."""
+    settings, client, clock = env
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    r = client.post("/api/v1/csms/events", content=deep, headers=signed(clock, deep))
+    assert r.status_code in (413, 422)
+    clock.advance(seconds=1)
+    r = post(client, clock, own("e-big", "transaction_started", connector_id=1e23))
+    assert r.status_code == 422
+    clock.advance(seconds=1)
+    frame = [2, "m-1", "StatusNotification", {"connectorId": 10**23, "errorCode": "NoError", "status": "Available"}]
+    body = {"id": "c-big", "stationId": "CP1", "origin": "cs", "timestamp": "2026-11-02T09:00:00Z", "message": frame}
+    r = post(client, clock, body)
+    assert r.status_code in (200, 422), r.text
+    assert all(e.kind != "connector_available" or e.payload.get("event", {}).get("connector_id", 0) < 2**31
+               for e in stored(settings))
+
+
+def test_outlet_numbers_past_32_bits_are_422_on_the_event_intake(tmp_path, clock):
+    """The same id through /api/v1/events answered 503 'retry later', so an edge client retried forever."""
+    from tests.foundation.helpers import EDGE_TOKEN
+
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'e.db'}")
+    client = client_for(settings, clock=clock)
+    add_user(settings, "root", Role.admin)
+    with client:
+        csrf = login(client, "root")
+        token = client.post("/api/v1/tokens", json=EDGE_TOKEN, headers={"X-CSRF-Token": csrf}).json()["token"]
+        client.cookies.clear()
+        ev = {"event_id": "ev-big-0001", "event": {"kind": "transaction_started", "at": "2026-11-02T09:00:00Z",
+                                                  "charge_point_id": "CP1", "transaction_id": "T1",
+                                                  "connector_id": 1e23}}
+        r = client.post("/api/v1/events", json={"events": [ev]}, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 422
