@@ -701,7 +701,7 @@ def export(checkpoint: Path, target: Path, root: Path, args: argparse.Namespace)
     ref = figures["fp32"]["br"]["exact"] + figures["fp32"]["us"]["exact"]
     small = [
         n
-        for n in ("int8", "fp16w")
+        for n in ("fp16w", "int8")  # fp16w first: int8 ConvInteger ran ~3x slower here
         if n in figures
         and figures[n]["bytes"] <= 10_000_000
         and figures[n]["br"]["exact"] + figures[n]["us"]["exact"] >= ref - 0.005
