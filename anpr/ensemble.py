@@ -25,11 +25,12 @@ import numpy as np
 
 from anpr.ocr import OcrBackend, OcrLoadError, TextRead
 from anpr.plates import PlateFormat, PlateRead, SkipPrior, normalize, score_texts
-from anpr.regions import Region, RegionVerdict, apply_regions, apply_regions_exact
+from anpr.regions import Region, RegionVerdict, apply_regions, apply_regions_exact, lookalike_twin
 
 DEFAULT_CALIBRATION = Path(__file__).parent / "weights" / "calibration.json"
 FEATURES = ("ll_primary", "ll_second", "margin", "agree")
-# A read no region accepts, or one only the second reader made, is never confident enough to skip review.
+# A read no region accepts, or one a near-identical glyph away from another valid plate
+# (`anpr.regions.lookalike_twin`), is never confident enough to skip review.
 UNTRUSTED_CAP = 0.5
 _FOLD = str.maketrans({"O": "0", "Q": "0", "D": "0", "I": "1", "Z": "2", "S": "5", "B": "8", "G": "6"})
 
@@ -176,7 +177,7 @@ def combine(primary: TextRead | None, second: TextRead | None, regions: Sequence
         features=features,
         char_confidences=confs,
         format_name=verdicts[text].format_name if verdicts[text].accepted else None,
-        trusted=bool(accepted),
+        trusted=bool(accepted) and lookalike_twin(text) is None,
     )
 
 

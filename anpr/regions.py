@@ -130,3 +130,37 @@ def apply_regions_exact(text: str, regions: Sequence[Region]) -> RegionVerdict:
     if best is not None and accepting is not None:
         return RegionVerdict(text, True, best[1], max(0.0, format_bonus(text, best[0])))
     return RegionVerdict(text, accepting is not None, accepting.name if accepting else None)
+
+
+# Glyphs that plate fonts draw (almost) the same: a read is only as sure as the reader's ability to tell them.
+NEAR_IDENTICAL = {"O": "0", "0": "O", "I": "1", "1": "I", "Z": "2", "2": "Z", "S": "5", "5": "S", "B": "8", "8": "B"}
+_REAL_FORMATS = tuple(f for f in KNOWN_FORMATS.values() if f.name != "generic")
+
+
+def _shape_bonus(text: str) -> float | None:
+    """How plausible `text` is as a plate by its shape alone: the best known format's prior over an
+    arbitrary string (size principle), or None when no known format fits it."""
+    best = None
+    for f in _REAL_FORMATS:
+        fixed = f.fix(text)
+        if fixed is not None and fixed[0] == text:
+            bonus = format_bonus(text, fixed[1])
+            best = bonus if best is None else max(best, bonus)
+    return best
+
+
+def lookalike_twin(text: str) -> str | None:
+    """Another string, one near-identical glyph away, that is at least as plausible a plate by its shape
+    (BA2681M is Polish, BA268IM Slovak; ABC1234 has no such twin, ABCI234 only fits the permissive German
+    shape). Such a read cannot be told from its twin by the shape of the plate, so it is never sure enough
+    to skip review; None when there is no twin."""
+    own = _shape_bonus(text)
+    for i, ch in enumerate(text):
+        alt = NEAR_IDENTICAL.get(ch)
+        if alt is None:
+            continue
+        twin = text[:i] + alt + text[i + 1 :]
+        theirs = _shape_bonus(twin)
+        if theirs is not None and (own is None or theirs >= own):
+            return twin
+    return None

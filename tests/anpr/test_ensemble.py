@@ -131,3 +131,16 @@ def test_uncalibrated_or_untrusted_reads_stay_below_review():
     assert reader.read_crop(crop).confidence <= UNTRUSTED_CAP
     reader = EnsembleReader(_Fixed(read_of("6HP995")), _Fixed(read_of("6HP995")), get_regions("us"), sure)
     assert reader.read_crop(crop).confidence > 0.99
+
+
+def test_a_read_with_an_equally_plausible_lookalike_twin_is_never_sure():
+    from anpr.regions import lookalike_twin
+
+    assert lookalike_twin("BA2681M") == "BA268IM"  # a Polish shape one glyph from a Slovak one
+    assert lookalike_twin("BA3020Z") == "BA302OZ"
+    for text in ("BA268IM", "ABC1234", "6MBV006", "M5XSX", "RK099AN"):  # no twin as plausible by shape
+        assert lookalike_twin(text) is None, text
+    sure = Calibrator([1.0, 1.0, 1.0, 5.0], 10.0)
+    crop = np.zeros((20, 80, 3), np.uint8)
+    reader = EnsembleReader(_Fixed(read_of("BA2681M")), _Fixed(read_of("BA2681M")), get_regions("generic"), sure)
+    assert reader.read_crop(crop).confidence <= UNTRUSTED_CAP
