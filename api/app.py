@@ -111,6 +111,16 @@ def build_context(
     return ctx
 
 
+# Scripts only from our own files, never inline ones (injected markup cannot run); 'unsafe-eval' because
+# htmx evaluates its trigger filters (`every 5s [!document.hidden]`) with Function(). Inline style
+# attributes are used by a few templates. Images may be blob:/data: URLs (zone editor snapshots).
+CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -180,6 +190,12 @@ def create_app(
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.url.path.startswith("/static/"):
+            # Pages and answers carry plates and names: no shared or browser cache keeps them (evidence
+            # images set their own private caching).
+            response.headers.setdefault("Cache-Control", "no-store")
+        if response.headers.get("content-type", "").startswith("text/html"):
+            response.headers.setdefault("Content-Security-Policy", CSP)
         return response
 
     return app

@@ -94,6 +94,13 @@ def secure_data_dir(settings: Settings) -> None:
                     p.chmod(0o600)
 
 
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default, so anyone on the host could choose
+    the address the login lockout counts: only the configured `security.trusted_proxies` are believed."""
+    trusted = settings.security.trusted_proxies
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) if trusted else ""}
+
+
 def serve(settings: Settings, migrate: bool = True) -> None:
     """Run the whole service in this process until interrupted."""
     import uvicorn
@@ -115,6 +122,7 @@ def serve(settings: Settings, migrate: bool = True) -> None:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
         loop="uvloop" if _has_uvloop() else "asyncio",
+        **proxy_options(settings),
     )
     log.info("Baywarden listening on http://%s:%d", settings.host, settings.port)
     server = uvicorn.Server(config)

@@ -26,6 +26,12 @@ class SecuritySettings(Strict):
     )
     session_max_age_s: int = Field(8 * 3600, ge=60, le=30 * 24 * 3600, description="Operator session lifetime.")
     cookie_secure: bool = Field(False, description="Send cookies only over HTTPS (set behind TLS).")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Addresses of reverse proxies whose X-Forwarded-For is believed (none by default: the "
+        "login lockout counts the real peer address).",
+    )
     login_max_failures: int = Field(5, ge=1, le=100, description="Failed logins before a lockout.")
     login_lockout_s: int = Field(300, ge=1, le=86400, description="Lockout length after too many failures.")
 

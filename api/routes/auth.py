@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from typing import Annotated
 
@@ -78,11 +80,31 @@ def _safe_next(target: str | None) -> str:
     return "/"
 
 
+def _login_csrf_sign(ctx: AppContext, nonce: str) -> str:
+    key = ctx.settings.security.secret_key.get_secret_value().encode()
+    return hmac.new(key, b"login-csrf:" + nonce.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _login_csrf_new(ctx: AppContext) -> str:
+    nonce = secrets.token_urlsafe(18)
+    return f"{nonce}.{_login_csrf_sign(ctx, nonce)}"
+
+
+def _login_csrf_ok(ctx: AppContext, field: str | None, cookie: str | None) -> bool:
+    """The form's token equals the cookie's AND was issued by this server (signed): a pair an attacker
+    made up (cookie tossing from a sibling domain) does not pass."""
+    if not tokens_equal(field, cookie) or not field or "." not in field:
+        return False
+    nonce, _, sig = field.rpartition(".")
+    return hmac.compare_digest(sig, _login_csrf_sign(ctx, nonce))
+
+
 @router.get("/login", include_in_schema=False)
-def login_page(request: Request, next: str = "/", error: str = "") -> Response:
-    csrf = secrets.token_urlsafe(24)
+def login_page(request: Request, ctx: Ctx, next: str = "/", error: str = "") -> Response:
+    csrf = _login_csrf_new(ctx)
     resp = render(request, "login.html", next=_safe_next(next), login_csrf=csrf, error=error)
-    resp.set_cookie(LOGIN_CSRF_COOKIE, csrf, httponly=True, samesite="strict", max_age=3600)
+    resp.set_cookie(LOGIN_CSRF_COOKIE, csrf, httponly=True, samesite="strict", max_age=3600,
+                    secure=ctx.settings.security.cookie_secure)
     return resp
 
 
@@ -96,12 +118,12 @@ def login_form(
     csrf_token: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    if not tokens_equal(csrf_token, request.cookies.get(LOGIN_CSRF_COOKIE)):
-        return login_page(request, next=next, error="Your login form expired; please try again.")
+    if not _login_csrf_ok(ctx, csrf_token, request.cookies.get(LOGIN_CSRF_COOKIE)):
+        return login_page(request, ctx, next=next, error="Your login form expired; please try again.")
     try:
         token = _login(ctx, db, username, password, client_ip(request))
     except LoginFailed as exc:
-        resp = login_page(request, next=next, error=exc.message)
+        resp = login_page(request, ctx, next=next, error=exc.message)
         resp.status_code = exc.status
         if exc.retry_after:
             resp.headers["Retry-After"] = str(exc.retry_after)

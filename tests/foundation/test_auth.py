@@ -237,3 +237,30 @@ def test_password_checks_are_bounded_and_the_rest_refused_with_retry_after():
         t.join()
     assert peak[0] == 2
     assert busy[0] >= 20 - 5  # two running, three waiting: everyone else is told at once
+
+
+def test_login_form_token_must_be_issued_by_the_server(app_env):
+    """Finding 12: any equal cookie/field pair passed the login form's CSRF check."""
+    _, client = app_env
+    client.cookies.clear()
+    client.cookies.set("bw_login_csrf", "made-up-by-attacker")
+    r = client.post("/login", data={"username": "root", "password": PASSWORD, "csrf_token": "made-up-by-attacker"})
+    assert r.status_code == 200 and "expired" in r.text and "bw_session" not in r.headers.get("set-cookie", "")
+    client.cookies.clear()
+    page = client.get("/login")
+    assert "no-store" in page.headers["cache-control"]
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    token = page.cookies.get("bw_login_csrf") or client.cookies.get("bw_login_csrf")
+    r = client.post("/login", data={"username": "root", "password": PASSWORD, "csrf_token": token})
+    assert r.status_code == 303
+
+
+def test_forwarded_for_is_believed_only_from_configured_proxies(tmp_path):
+    from baywarden.service import proxy_options
+    from tests.foundation.helpers import make_settings
+
+    plain = make_settings(tmp_path, f"sqlite:///{tmp_path / 'a.db'}")
+    assert proxy_options(plain) == {"proxy_headers": False, "forwarded_allow_ips": ""}
+    behind = make_settings(tmp_path, f"sqlite:///{tmp_path / 'a.db'}", security={"trusted_proxies": ["10.0.0.2"]})
+    assert proxy_options(behind) == {"proxy_headers": True, "forwarded_allow_ips": "10.0.0.2"}
