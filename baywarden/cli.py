@@ -86,7 +86,7 @@ def run(
     try:
         serve(settings, migrate=migrate)
     except StartupError as exc:
-        fail(str(exc))
+        fail(str(exc), exc.code)
 
 
 @db_app.command("upgrade")

@@ -20,7 +20,14 @@ log = logging.getLogger("baywarden")
 
 
 class StartupError(Exception):
-    """A problem that stops the service before it starts, phrased as one line for a person."""
+    """A problem that stops the service before it starts, phrased as one line for a person.
+
+    `code` is the exit status: 2 for a configuration the service can never start with (as `config
+    validate` exits), 1 for the world around it (a port in use, an unreachable database)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -110,8 +117,11 @@ def serve(settings: Settings, migrate: bool = True) -> None:
 
     problems = check_rules(settings.enforcement)
     if problems:
-        raise StartupError("; ".join(problems))
+        raise StartupError("; ".join(problems), code=2)
+    # Every port before anything is created: a refused start leaves no data folder, database or admin.
     check_port_free(settings.host, settings.port)
+    if settings.components.relay:
+        check_port_free(settings.relay.host, settings.relay.port)
     secure_data_dir(settings)
     prepare_database(settings, migrate=migrate)
     secure_data_dir(settings)  # again: migrating may just have created the database file

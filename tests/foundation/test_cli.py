@@ -93,6 +93,31 @@ def test_port_in_use(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_relay_port_in_use_is_one_line_and_creates_nothing(tmp_path):
+    """Finding 13: a taken relay port gave a 170-line traceback and exit 3 after the data folder,
+    database and admin user were created."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        env = {"BAYWARDEN_PORT": str(free_port()), "BAYWARDEN_COMPONENTS__RELAY": "true",
+               "BAYWARDEN_RELAY__PORT": str(port)}
+        r = run(["run"], tmp_path, env=env)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert not (tmp_path / "data").exists()
+
+
+def test_rule_errors_exit_2_in_run_as_in_config_validate(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data_dir: ./state\nenforcement:\n  rules: {idle_grace_min: -5}\n")
+    validate = run(["config", "validate", str(cfg)], tmp_path)
+    r = run(["run", "--config", str(cfg)], tmp_path, env={"BAYWARDEN_PORT": str(free_port())})
+    assert validate.returncode == 2 and r.returncode == 2, (validate.stderr, r.stderr)
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "state").exists()
+
+
 def test_run_serves_and_stops_cleanly(tmp_path):
     port = free_port()
     env = {**os.environ, "BAYWARDEN_PORT": str(port)}
