@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import HTTPException, Query, Request
+from fastapi import HTTPException, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import AfterValidator
 from sqlalchemy import and_, or_
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -25,6 +26,17 @@ DB_INT_MAX = 2**63 - 1  # a larger id or offset is no row: refuse it (422), do n
 RowId = Annotated[int | None, Query(ge=0, le=DB_INT_MAX, description="A row id (keyset pagination).")]
 AfterId = Annotated[int, Query(ge=0, le=DB_INT_MAX, description="Only rows after this id.")]
 Offset = Annotated[int, Query(ge=0, le=DB_INT_MAX, description="Rows to skip.")]
+RowIdPath = Annotated[int, Path(ge=0, le=DB_INT_MAX, description="A row id.")]
+
+
+def sane_time(value: datetime | None) -> datetime | None:
+    """A filter time the database can hold after time-zone conversion (year 9999 + 1 h overflows)."""
+    if value is not None and not (1970 <= value.year <= 2200):
+        raise ValueError("time out of range: use a year between 1970 and 2200")
+    return value
+
+
+SaneTime = AfterValidator(sane_time)
 CURSOR_MAX = 400  # characters: the longest key (a 200-character violation id and a time) encodes to about 320
 BAD_CURSOR = "not a cursor from this API: pass the X-Next-Cursor value (or follow the Link URL) unchanged"
 

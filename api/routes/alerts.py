@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sqlmodel import select
 
 from api.deps import Ctx, DbSession, Operator, Viewer, client_ip
-from api.pagination import AfterId, RowId
+from api.pagination import AfterId, RowId, RowIdPath
 from models import audit
 from models.tables import Alert
 
@@ -44,7 +44,7 @@ def list_alerts(db: DbSession, _: Viewer, open_only: bool = False, before_id: Ro
 
 
 @router.post("/{alert_id}/ack", response_model=AlertOut)
-def acknowledge(alert_id: int, request: Request, ctx: Ctx, db: DbSession, op: Operator) -> Alert:
+def acknowledge(alert_id: RowIdPath, request: Request, ctx: Ctx, db: DbSession, op: Operator) -> Alert:
     alert = db.get(Alert, alert_id)
     if alert is None:
         raise HTTPException(404, "no such alert")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter
 from sqlmodel import select
 
 from api.deps import DbSession, Operator
-from api.pagination import RowId
+from api.pagination import RowId, SaneTime
 from models.tables import AuditLog, AuditLogPublic
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
@@ -20,7 +21,7 @@ def list_audit(
     _: Operator,
     entity: str | None = None,
     actor: str | None = None,
-    since: datetime | None = None,
+    since: Annotated[datetime | None, SaneTime] = None,
     before_id: RowId = None,
     limit: int = 100,
 ) -> list[AuditLog]:

@@ -28,6 +28,7 @@ from api.deps import Ctx, DbSession, Viewer
 from api.pagination import (
     CURSOR_HELP,
     CURSOR_MAX,
+    SaneTime,
     after_key,
     as_utc,
     cursor_str,
@@ -270,8 +271,10 @@ def list_transactions(
     request: Request, response: Response, db: DbSession, _: Viewer,
     active: Annotated[bool | None, Query(description="true: still running (not ended); false: ended")] = None,
     charge_point_id: str | None = None,
-    since: Annotated[datetime | None, Query(description="Started at or after (ISO 8601; no zone: UTC)")] = None,
-    until: Annotated[datetime | None, Query(description="Started before (ISO 8601; no zone: UTC)")] = None,
+    since: Annotated[
+        datetime | None, Query(description="Started at or after (ISO 8601; UTC if no zone)"), SaneTime
+    ] = None,
+    until: Annotated[datetime | None, Query(description="Started before (ISO 8601; no zone: UTC)"), SaneTime] = None,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX, description=CURSOR_HELP)] = None,
     limit: Annotated[int, Query(description="Page size, 1 to 500 (values outside are clamped)")] = 100,
 ) -> list[Transaction]:

@@ -25,6 +25,7 @@ from starlette.datastructures import UploadFile
 
 from api.deps import Ctx, DbSession, Operator, Principal, Viewer
 from api.limits import CSV_BODY
+from api.pagination import RowIdPath
 from api.routes import alerts as alerts_api
 from api.routes import bays as bays_api
 from api.routes import cameras as cameras_api
@@ -125,7 +126,7 @@ def overview_part(part: Literal["counts", "bays", "alerts", "cameras"], request:
 
 
 @router.post("/alerts/{alert_id}/ack")
-def ack_alert(alert_id: int, request: Request, ctx: Ctx, db: DbSession, op: Operator) -> Response:
+def ack_alert(alert_id: RowIdPath, request: Request, ctx: Ctx, db: DbSession, op: Operator) -> Response:
     alerts_api.acknowledge(alert_id, request, ctx, db, op)
     return back("/dash")
 
@@ -186,14 +187,14 @@ def _get_entry(name: str, entry_id: int, ctx: Any, db: Session) -> enf_api.ListE
 
 
 @router.get("/lists/{name}/{entry_id}/edit", response_class=HTMLResponse)
-def edit_list_entry_page(name: ListName, entry_id: int, request: Request, ctx: Ctx, db: DbSession,
+def edit_list_entry_page(name: ListName, entry_id: RowIdPath, request: Request, ctx: Ctx, db: DbSession,
                          op: Operator) -> HTMLResponse:
     entry = _get_entry(name, entry_id, ctx, db)
     return _list_page(request, name, ctx, db, op, editing=entry, edit_form=_edit_form(entry), edit_errors={})
 
 
 @router.post("/lists/{name}/{entry_id}/edit", response_class=HTMLResponse)
-async def edit_list_entry(name: ListName, entry_id: int, request: Request, ctx: Ctx, db: DbSession,
+async def edit_list_entry(name: ListName, entry_id: RowIdPath, request: Request, ctx: Ctx, db: DbSession,
                           op: Operator) -> Response:
     """Through PATCH /api/v1/lists/{name}/{id}: an empty date clears it; errors come back next to the fields."""
     entry = _get_entry(name, entry_id, ctx, db)
@@ -218,7 +219,7 @@ async def edit_list_entry(name: ListName, entry_id: int, request: Request, ctx: 
 
 
 @router.post("/lists/{name}/{entry_id}/expire")
-def expire_list_entry(name: ListName, entry_id: int, request: Request, ctx: Ctx, db: DbSession,
+def expire_list_entry(name: ListName, entry_id: RowIdPath, request: Request, ctx: Ctx, db: DbSession,
                       op: Operator) -> Response:
     try:
         entry = enf_api.expire_entry(name, entry_id, request, ctx, db, op)
@@ -230,7 +231,7 @@ def expire_list_entry(name: ListName, entry_id: int, request: Request, ctx: Ctx,
 
 
 @router.post("/lists/{name}/{entry_id}/delete")
-def delete_list_entry(name: ListName, entry_id: int, request: Request, ctx: Ctx, db: DbSession,
+def delete_list_entry(name: ListName, entry_id: RowIdPath, request: Request, ctx: Ctx, db: DbSession,
                       op: Operator) -> Response:
     enf_api.delete_entry(name, entry_id, request, ctx, db, op)
     return back(f"/dash/lists/{name}?msg=Entry+deleted")

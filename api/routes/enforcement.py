@@ -18,6 +18,8 @@ from api.limits import CSV_BODY
 from api.pagination import (
     CURSOR_HELP,
     CURSOR_MAX,
+    RowIdPath,
+    SaneTime,
     after_key,
     as_utc,
     cursor_int,
@@ -111,8 +113,10 @@ def list_visits(
     bay_id: str | None = None,
     plate: Annotated[str | None, Query(description="Plate; case, spaces and dashes are ignored")] = None,
     open_only: Annotated[bool, Query(description="Only cars still in their bay")] = False,
-    since: Annotated[datetime | None, Query(description="Arrived at or after (ISO 8601; no zone: UTC)")] = None,
-    until: Annotated[datetime | None, Query(description="Arrived before (ISO 8601; no zone: UTC)")] = None,
+    since: Annotated[
+        datetime | None, Query(description="Arrived at or after (ISO 8601; UTC if no zone)"), SaneTime
+    ] = None,
+    until: Annotated[datetime | None, Query(description="Arrived before (ISO 8601; no zone: UTC)"), SaneTime] = None,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX, description=CURSOR_HELP)] = None,
     limit: int = Query(100, ge=1, le=500),
 ) -> list[VisitOut]:
@@ -392,7 +396,7 @@ def _snapshot(row: ListEntry) -> dict[str, Any]:
 
 
 @router.patch("/lists/{name}/{entry_id}", response_model=ListEntryOut)
-def update_entry(name: ListName, entry_id: int, body: ListEntryPatch, request: Request, ctx: Ctx, db: DbSession,
+def update_entry(name: ListName, entry_id: RowIdPath, body: ListEntryPatch, request: Request, ctx: Ctx, db: DbSession,
                  op: Operator) -> ListEntryOut:
     """Change owner, reason, priority or validity (the plate is the entry: delete and add to change it).
     A 422 names the field, as FastAPI's own validation errors do."""
@@ -414,7 +418,7 @@ def update_entry(name: ListName, entry_id: int, body: ListEntryPatch, request: R
 
 
 @router.post("/lists/{name}/{entry_id}/expire", response_model=ListEntryOut)
-def expire_entry(name: ListName, entry_id: int, request: Request, ctx: Ctx, db: DbSession,
+def expire_entry(name: ListName, entry_id: RowIdPath, request: Request, ctx: Ctx, db: DbSession,
                  op: Operator) -> ListEntryOut:
     """End the entry now (valid_until = now): it stays listed, greyed, and no longer exempts or alerts.
     An entry already expired is returned unchanged; one that has not started yet is a 409 (delete it)."""
@@ -434,7 +438,7 @@ def expire_entry(name: ListName, entry_id: int, request: Request, ctx: Ctx, db: 
 
 
 @router.delete("/lists/{name}/{entry_id}", status_code=204)
-def delete_entry(name: ListName, entry_id: int, request: Request, ctx: Ctx, db: DbSession, op: Operator) -> None:
+def delete_entry(name: ListName, entry_id: RowIdPath, request: Request, ctx: Ctx, db: DbSession, op: Operator) -> None:
     row = _entry(db, name, entry_id)
     audit.record(db, actor=op.name, action="delete", entity=name, entity_id=str(entry_id), before=_snapshot(row),
                  ip=client_ip(request), at=ctx.clock())

@@ -184,3 +184,13 @@ def test_ids_and_offsets_past_64_bits_are_422_not_500(walk, url):
     for n in (2**63, 2**64 + 1):
         r = _call(client, "GET", url.format(n=n), cookie=cookie, csrf=csrf)
         assert r.status_code == 422, (url, n, r.status_code)
+
+
+@pytest.mark.parametrize("url", ["/api/v1/visits?since={t}", "/api/v1/transactions?until={t}", "/api/v1/audit?since={t}"])
+def test_filter_times_the_database_cannot_hold_are_422(walk, url):
+    """Found by the attack suite: a 'since' in year 9999 overflowed on time-zone conversion (500)."""
+    client, sessions, _ = walk
+    cookie, csrf = sessions[Role.admin]
+    for t in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00"):
+        r = _call(client, "GET", url.format(t=t), cookie=cookie, csrf=csrf)
+        assert r.status_code == 422, (url, t, r.status_code)

@@ -1,0 +1,74 @@
+"""The standing attack run: schemathesis over the whole OpenAPI, as every role, looking for 5xx.
+
+Used by tests/security/test_attack_suite.py (a few examples per operation, in CI) and by
+`python bench/attack.py --examples 200` (the long run). Requests go to the app in-process (ASGI), never
+to the network: operations that open a URL the caller names (camera test, snapshots) are left out.
+"""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+from pathlib import Path
+
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from sqlmodel import Session
+
+from api.routes.tokens import create_token
+from models.db import make_engine
+from models.tables import Role
+from tests.foundation.helpers import add_user, client_for, login, make_settings
+
+# Endless streams, session enders, and operations that reach out to a URL from the request.
+SKIP = {
+    ("GET", "/api/v1/alerts/stream"),
+    ("POST", "/api/v1/auth/logout"),
+    ("POST", "/api/v1/cameras/test"),
+    ("GET", "/api/v1/cameras/{name}/snapshot"),
+}
+
+
+def run_attack(examples: int = 5, workdir: Path | None = None) -> dict[tuple[str, str, str], list[str]]:
+    """{(role, method, path): [what went wrong, ...]} for every 5xx or crash found."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="bw-attack-"))
+    cfg = make_settings(workdir, f"sqlite:///{workdir / 'attack.db'}",
+                        csms_intakes=[{"name": "hub", "auth": "bearer", "secret": "s" * 24}])
+    client = client_for(cfg)
+    for role in (Role.admin, Role.operator, Role.viewer):
+        add_user(cfg, f"u-{role.value}", role)
+    engine = make_engine(cfg.db_url)
+    with Session(engine) as db:
+        device = create_token(db, "attack-edge", Role.device, actor="test", scopes=["camera:*", "charger:*"])[1]
+    engine.dispose()
+    found: dict[tuple[str, str, str], list[str]] = collections.defaultdict(list)
+    with client:
+        principals: dict[str, dict[str, str]] = {"anonymous": {}, "device": {"Authorization": f"Bearer {device}"}}
+        for role in (Role.admin, Role.operator, Role.viewer):
+            csrf = login(client, f"u-{role.value}")
+            principals[role.value] = {"Cookie": f"bw_session={client.cookies.get('bw_session')}",
+                                      "X-CSRF-Token": csrf}
+            client.cookies.clear()
+        schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+        for result in schema.get_all_operations():
+            op = result.ok()
+            key = (op.method.upper(), op.path)
+            if key in SKIP:
+                continue
+            for who, headers in principals.items():
+                try:
+                    _attack(op, examples, headers, found[(who, *key)])
+                except Exception as exc:  # an exception escaping the app is a crash too
+                    found[(who, *key)].append(f"raised {type(exc).__name__}: {str(exc)[:200]}")
+    return {k: v for k, v in found.items() if v}
+
+
+def _attack(op, examples: int, headers: dict[str, str], problems: list[str]) -> None:
+    @given(op.as_strategy())
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def attack(case) -> None:
+        r = case.call(headers=headers)
+        if r.status_code >= 500:
+            problems.append(f"{r.status_code} {r.text[:160]} path={case.path_parameters} query={case.query}")
+
+    attack()
