@@ -40,6 +40,7 @@ from anpr.platerec import (
     frames_for,
     greedy_decode,
     preprocess,
+    stack_at_separator,
 )
 
 DEFAULT_EXPORT = Path(__file__).parent / "weights" / "plate_recognizer.onnx"
@@ -207,40 +208,6 @@ def _render_two_line(rng: random.Random, fonts: Sequence[str]) -> Sample:
     surround = np.full((h + 2 * pad, w + 2 * pad, 3), rng.randint(20, 200), np.uint8)
     surround[pad : pad + h, pad : pad + w] = arr
     return Sample(surround, label, (pad, pad, pad + w, pad + h), "synthetic-2line")
-
-
-def stack_at_separator(img: np.ndarray) -> np.ndarray:
-    """A stacked two-line plate made from a one-line Brazilian crop (ABC-1234): letters over digits,
-    cut in the widest gap between glyphs near the middle (the dash has no ink in the upper rows)."""
-    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    h, w = grey.shape
-    _, ink = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    band = ink[int(h * 0.3) : int(h * 0.45)]
-    if band.size == 0:
-        return img
-    if band.mean() > 127:  # light text on a dark plate
-        band = 255 - band
-    low = band.mean(0) < 0.25 * max(1.0, float(band.mean(0).max()))
-    widest, cut, x = -1, w // 2, 0
-    while x < w:
-        if not low[x]:
-            x += 1
-            continue
-        end = x
-        while end < w and low[end]:
-            end += 1
-        centre = (x + end) // 2
-        if 0.3 * w <= centre <= 0.65 * w and end - x > widest:
-            widest, cut = end - x, centre
-        x = end
-    top, bottom = img[:, :cut], img[:, cut:]
-    width = max(top.shape[1], bottom.shape[1])
-    top = cv2.copyMakeBorder(top, 0, 0, 0, width - top.shape[1], cv2.BORDER_REPLICATE)
-    bottom = cv2.copyMakeBorder(bottom, 0, 0, 0, width - bottom.shape[1], cv2.BORDER_REPLICATE)
-    return np.vstack([top, bottom])
-
-
-# -------------------------------------------------------------------------------- augmentation
 
 
 def _jitter_crop(s: Sample, rng: np.random.Generator, train: bool) -> np.ndarray:

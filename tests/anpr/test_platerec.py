@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from anpr.ocr import OcrLoadError, TextRead, make_ocr
-from anpr.platerec import DEFAULT_MODEL, MODEL_ALPHABET, PlateRecOcrBackend, greedy_decode, preprocess
+from anpr.platerec import (
+    DEFAULT_MODEL,
+    MODEL_ALPHABET,
+    PlateRecOcrBackend,
+    greedy_decode,
+    preprocess,
+    stack_at_separator,
+)
 from anpr.plates import ALPHABET
 from tests.conftest import DATASETS, need
 
@@ -127,36 +134,6 @@ def test_missing_or_corrupt_model_raises_load_error_naming_the_file(tmp_path: Pa
     bad.write_bytes(b"this is not an onnx model" * 10)
     with pytest.raises(OcrLoadError, match=r"broken_recogniser\.onnx"):
         PlateRecOcrBackend(bad)
-
-
-def stack_at_separator(img: np.ndarray) -> np.ndarray:
-    """A two-line plate made from a one-line Brazilian crop (ABC-1234): the letters stacked over the
-    digits, cut in the widest gap between glyphs near the middle (the dash has no ink up there)."""
-    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    h, w = grey.shape
-    _, ink = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    band = ink[int(h * 0.3) : int(h * 0.45)]
-    if band.mean() > 127:  # light text on a dark plate
-        band = 255 - band
-    profile = band.mean(0)
-    low = profile < 0.25 * profile.max()
-    widest, cut, x = -1, w // 2, 0
-    while x < w:
-        if not low[x]:
-            x += 1
-            continue
-        end = x
-        while end < w and low[end]:
-            end += 1
-        centre = (x + end) // 2
-        if 0.3 * w <= centre <= 0.65 * w and end - x > widest:
-            widest, cut = end - x, centre
-        x = end
-    top, bottom = img[:, :cut], img[:, cut:]
-    width = max(top.shape[1], bottom.shape[1])
-    top = cv2.copyMakeBorder(top, 0, 0, 0, width - top.shape[1], cv2.BORDER_REPLICATE)
-    bottom = cv2.copyMakeBorder(bottom, 0, 0, 0, width - bottom.shape[1], cv2.BORDER_REPLICATE)
-    return np.vstack([top, bottom])
 
 
 def test_stacked_two_line_plate_keeps_both_lines(rec: PlateRecOcrBackend) -> None:

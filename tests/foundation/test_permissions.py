@@ -186,7 +186,9 @@ def test_ids_and_offsets_past_64_bits_are_422_not_500(walk, url):
         assert r.status_code == 422, (url, n, r.status_code)
 
 
-@pytest.mark.parametrize("url", ["/api/v1/visits?since={t}", "/api/v1/transactions?until={t}", "/api/v1/audit?since={t}"])
+@pytest.mark.parametrize(
+    "url", ["/api/v1/visits?since={t}", "/api/v1/transactions?until={t}", "/api/v1/audit?since={t}"]
+)
 def test_filter_times_the_database_cannot_hold_are_422(walk, url):
     """Found by the attack suite: a 'since' in year 9999 overflowed on time-zone conversion (500)."""
     client, sessions, _ = walk
