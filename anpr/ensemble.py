@@ -5,7 +5,8 @@ confidence.
   (`anpr.regions`) may swap look-alikes toward a format, never change the length.
 * A second, independent reader (RapidOCR's PP-OCR recogniser, trained on general text) reads the same
   crop. When the primary's text is one no plate of the region can be and the second's is, the second's
-  text is taken. Agreement between the two is the strongest sign that a read is right.
+  text is taken. Agreement between the two is the strongest sign that a read is right. When they differ
+  only in how often a doubled character appears, the primary decides (`drops_repeats`).
 * The confidence is `P(read is exactly the plate)`: a logistic model over the read's sequence
   probability, its weakest character and the agreement of the two readers, fitted on validation
   reads (`baywarden anpr calibrate`, written to `anpr/weights/calibration.json`), never on the sets the
@@ -18,6 +19,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import cv2
@@ -129,6 +131,24 @@ def _alnum_text(read: TextRead | None) -> str:
     return normalize(read.text_raw)
 
 
+def _runs(text: str) -> list[tuple[str, int]]:
+    return [(ch, len(list(group))) for ch, group in groupby(text)]
+
+
+def drops_repeats(short: str, long: str) -> bool:
+    """`short` is `long` with some doubled characters read once (LL33 for LLL333).
+
+    A CTC reader emits a repeated character only with a blank frame between the two; a reader with
+    coarse frames (RapidOCR's are 8 px wide) merges them, while inventing a repeat needs a whole extra
+    blank and glyph. So between such a pair the longer text is the evidence, never the shorter."""
+    a, b = _runs(short), _runs(long)
+    return (
+        len(short) < len(long)
+        and len(a) == len(b)
+        and all(ca == cb and na <= nb for (ca, na), (cb, nb) in zip(a, b, strict=True))
+    )
+
+
 def combine(primary: TextRead | None, second: TextRead | None, regions: Sequence[Region]) -> ReadEvidence | None:
     """One read from the two readers' reads of the same crop, with the features of its confidence.
 
@@ -157,6 +177,10 @@ def combine(primary: TextRead | None, second: TextRead | None, regions: Sequence
     # Re-ranking by region: a text that fits a real format gets its format's prior over an arbitrary
     # string (the size principle); only the readers' own texts and their look-alike repairs compete.
     total = [a + b + verdicts[t].bonus for a, b, t in zip(ll_p, ll_s, texts, strict=True)]
+    if drops_repeats(s_text, p_text) or drops_repeats(p_text, s_text):
+        # The readers differ only in how often a doubled character is read: the second reader's coarse
+        # frames cannot tell (see drops_repeats), so the primary's posterior alone decides.
+        total = [a + verdicts[t].bonus for a, t in zip(ll_p, texts, strict=True)]
     order = sorted(range(len(texts)), key=lambda i: -total[i])
     accepted = [i for i in order if verdicts[texts[i]].accepted]
     best = accepted[0] if accepted else order[0]

@@ -144,3 +144,26 @@ def test_a_read_with_an_equally_plausible_lookalike_twin_is_never_sure():
     crop = np.zeros((20, 80, 3), np.uint8)
     reader = EnsembleReader(_Fixed(read_of("BA2681M")), _Fixed(read_of("BA2681M")), get_regions("generic"), sure)
     assert reader.read_crop(crop).confidence <= UNTRUSTED_CAP
+
+
+def test_a_reader_that_merges_doubled_characters_never_shortens_the_read():
+    # RapidOCR's coarse frames read LLL333 as LL33; the trained reader sees every glyph. The shorter
+    # text must not win by the second reader's vote (it cannot tell repeats apart), whatever the region.
+    for region in ("generic", "us"):
+        ev = combine(read_of("LLL333"), read_of("LL33"), get_regions(region))
+        assert ev is not None and ev.text == "LLL333"
+        ev = combine(read_of("222NNN", conf=0.9), read_of("222NN", conf=0.99), get_regions(region))
+        assert ev is not None and ev.text == "222NNN"
+    # The other way round the primary still decides: a stutter the second reader does not share loses
+    # when the primary's own posterior prefers the single glyph.
+    ev = combine(read_of("RK855AP"), read_of("RK8855AP"), get_regions("generic"))
+    assert ev is not None and ev.text == "RK855AP"
+
+
+def test_drops_repeats_is_only_about_run_lengths():
+    from anpr.ensemble import drops_repeats
+
+    assert drops_repeats("LL33", "LLL333") and drops_repeats("222NN", "222NNN")
+    assert not drops_repeats("LLL333", "LL33")
+    assert not drops_repeats("LM33", "LLL333") and not drops_repeats("AB", "ABC")
+    assert not drops_repeats("L3L3", "LL33")
