@@ -85,6 +85,16 @@ def build_context(
     ctx.notify = Notifier(ctx)
     if components is None:
         components = []
+        leads = settings.components.enforcement or settings.components.scheduler
+        if ctx.engine.dialect.name == "postgresql" and leads:
+            from api.fleet import RETENTION_LEASE, LeaseKeeper
+
+            roles = [name for name, on in settings.components.model_dump().items() if on]
+            # First: the shards and jobs this instance leads are known before the parts that do them start.
+            components.append(LeaseKeeper(
+                ctx, settings.ha.shards if settings.components.enforcement else 0,
+                singletons=(RETENTION_LEASE,) if settings.components.scheduler else (), roles=roles,
+            ))
         scheduler = SchedulerComponent(ctx) if settings.components.scheduler else None
         if scheduler is not None:
             components.append(scheduler)

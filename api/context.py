@@ -119,9 +119,21 @@ class AppContext:
     # Hooks other packages register to be told about new domain events (e.g. the SSE hub).
     listeners: list[Callable[[object], Awaitable[None] | None]] = field(default_factory=list)
     login_gate: LoginGate = field(default_factory=LoginGate)
+    # Leadership in a fleet (models.leases): PgLeases on PostgreSQL, SoloLeases (holds all) on SQLite.
+    leases: Any = None
 
     def __post_init__(self) -> None:
         self.metrics.registry.register(_PartsCollector(self))  # type: ignore[arg-type]
+        if self.leases is None:
+            from models.leases import PgLeases, SoloLeases, instance_id
+
+            owner = instance_id(self.settings.ha.node)
+            if self.engine.dialect.name == "postgresql":
+                # Renewed every ttl/3: a dead owner's lease expires ttl after its last renewal, and a
+                # waiting instance tries every ttl/3, so takeover stays under ttl * 4/3 < takeover_s.
+                self.leases = PgLeases(self.engine, owner, ttl_s=self.settings.ha.takeover_s * 0.6)
+            else:
+                self.leases = SoloLeases(owner)
 
     def intake_decoder(self) -> Any:
         """The OCPP decoder for frames posted by CSMSs (its pairing state lives in memory)."""

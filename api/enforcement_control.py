@@ -1,8 +1,17 @@
-"""The enforcement part: one thread reads the event inbox in order and feeds the core; the scheduler's
-sweep feeds due timers through the same thread, so each bay sees its events strictly one at a time.
+"""The enforcement part: the engine's work, split by site into `ha.shards` shards, each applied by
+one thread of the one instance that holds the shard's lease (models.leases). A shard's thread reads
+the event inbox in sequence order behind its own cursor and feeds the core the events of its bays; the
+scheduler's sweep feeds its bays' due timers through the same thread, so each bay sees its events
+strictly one at a time and in order.
 
-Reading the inbox by sequence (with a stored cursor) rather than trusting in-memory delivery means
-an event stored while the engine was down or busy is still applied, once, after a restart.
+Reading the inbox by sequence (with a stored cursor) rather than trusting in-memory delivery means an
+event stored while the engine was down or busy is still applied, once, after a restart or by the
+instance that took the shard over. The cursor moves in the same transaction as the bay states and
+penalties the event produced, and that transaction checks the shard's lease before it commits
+(fencing): an instance that lost its lease, killed, hung or cut off, never commits an event that the
+new owner applies too.
+
+On SQLite there is one instance and one shard's worth of leases (`SoloLeases` holds everything).
 """
 
 from __future__ import annotations
@@ -10,23 +19,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from api.context import AppContext
+from api.fleet import engine_lease
 from api.routes.cameras import sync_config_cameras
 from enforcement.config import effective, sync_config_bays
 from enforcement.service import EnforcementService, camera_zones
 from models.events import EventEnvelope
-from models.tables import Camera, ConsumerCursor, StoredEvent
+from models.leases import LeaseLost, shard_of
+from models.tables import BayRow, Camera, ConsumerCursor, RuntimeSetting, StoredEvent
 
 log = logging.getLogger(__name__)
 CURSOR = "enforcement"
 # A sequence gap younger than this may be a transaction still committing (PostgreSQL): wait for it.
 GAP_GRACE = timedelta(seconds=5)
+
+
+def cursor_name(shard: int) -> str:
+    """Shard 0 keeps the single engine's cursor name, so an upgraded database goes on where it was."""
+    return CURSOR if shard == 0 else f"{CURSOR}.{shard}"
+
+
+def lease_name(shard: int) -> str:
+    return engine_lease(shard)
 
 
 class EnforcementComponent:
@@ -36,13 +58,21 @@ class EnforcementComponent:
         self.ctx = ctx
         self.notify = notify
         self.poll_s = poll_s
+        self.shards = ctx.settings.ha.shards
+        self.leases = ctx.leases
         self.service: EnforcementService | None = None
-        self._wake = threading.Event()
+        self.shard_bays: list[frozenset[str]] = [frozenset()] * self.shards
+        self._wake = [threading.Event() for _ in range(self.shards)]
+        self._sweep_due = [threading.Event() for _ in range(self.shards)]
         self._halt = threading.Event()
-        self._sweep_due = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._reload_waiters: list[threading.Event] = []
+        self._threads: list[threading.Thread] = []
+        self._reload_waiters: list[tuple[threading.Event, set[int]]] = []
+        self._reload_lock = threading.Lock()
+        self._config_mark: tuple[Any, ...] | None = None
         self.lag = 0
+        self.lag_by_shard: dict[int, int] = {}
+
+    # --- set-up ---------------------------------------------------------------------------------
 
     def _build(self, sync: bool = True) -> EnforcementService:
         """The service over the effective bays and rules (file + operators' edits) and the cameras' zones."""
@@ -52,97 +82,203 @@ class EnforcementComponent:
                 sync_config_bays(db, self.ctx.settings.enforcement, self.ctx.clock())
             cfg = effective(db, self.ctx.settings.enforcement)
             cams = list(db.exec(select(Camera)))
-        return EnforcementService(self.ctx.engine, cfg, camera_zones(cams), self.ctx.clock, self.notify)
+            self._config_mark = self._read_config_mark(db)
+        service = EnforcementService(self.ctx.engine, cfg, camera_zones(cams), self.ctx.clock, self.notify)
+        groups: list[set[str]] = [set() for _ in range(self.shards)]
+        for bay in cfg.bays:
+            groups[shard_of(bay.site, self.shards)].add(bay.bay_id)
+        self.shard_bays = [frozenset(g) for g in groups]
+        return service
+
+    @staticmethod
+    def _read_config_mark(db: Session) -> tuple[Any, ...]:
+        """What changes when any instance edits bays, rules or camera zones (compared every poll)."""
+        marks = []
+        for table in (BayRow, Camera, RuntimeSetting):
+            marks.append(tuple(db.exec(select(func.count(), func.max(table.updated_at))).one()))  # type: ignore[attr-defined]
+        return tuple(marks)
 
     async def reload(self) -> None:
-        """Rebuild the service after bays, rules or camera zones were edited. The swap happens on the
-        engine thread between two events, so no event sees half of the old and half of the new set-up."""
+        """Rebuild the service after bays, rules or camera zones were edited. The swap happens between
+        two events, so no event sees half of the old and half of the new set-up. Other instances see
+        the edit by the change of `_read_config_mark` and reload themselves."""
         done = threading.Event()
-        self._reload_waiters.append(done)
-        self._wake.set()
-        if self._thread is None or not self._thread.is_alive():
+        if not self._threads or not any(t.is_alive() for t in self._threads):
             self._apply_reload()
+            return
+        with self._reload_lock:
+            self._reload_waiters.append((done, set()))
+        for w in self._wake:
+            w.set()
         await asyncio.to_thread(done.wait, 15)
 
-    async def start(self) -> None:
-        self.service = await asyncio.to_thread(self._build)
-        self.ctx.listeners.append(self._on_event)
-        self._halt.clear()
-        self._thread = threading.Thread(target=self._run, name="enforcement", daemon=True)
-        self._thread.start()
-
-    async def stop(self) -> None:
-        if self._on_event in self.ctx.listeners:
-            self.ctx.listeners.remove(self._on_event)
-        self._halt.set()
-        self._wake.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 15)
-
-    def _on_event(self, _event: object) -> None:
-        self._wake.set()
-
-    def request_sweep(self) -> None:
-        """Called by the scheduler: feed due timers on the engine thread."""
-        self._sweep_due.set()
-        self._wake.set()
-
-    # --- the engine thread ----------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                if self._reload_waiters:
-                    self._apply_reload()
-                busy = self.drain()
-                if self._sweep_due.is_set():
-                    self._sweep_due.clear()
-                    assert self.service is not None
-                    self.service.sweep()
-            except Exception:
-                log.exception("enforcement loop failed; retrying")
-                busy = False
-            if not busy:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
-
     def _apply_reload(self) -> None:
-        waiters, self._reload_waiters = self._reload_waiters, []
         try:
             self.service = self._build(sync=False)
             log.info("enforcement reloaded: %d bays", len(self.service.bays))
         except Exception:
             log.exception("enforcement reload failed; the previous set-up stays in force")
-        finally:
-            for w in waiters:
-                w.set()
 
-    def drain(self, batch: int = 200) -> bool:
-        """Apply the next stored events in sequence order; True when there may be more."""
-        assert self.service is not None
+    def _reload_point(self, shard: int) -> None:
+        """Each shard thread passes here between events; the last one to arrive swaps the service."""
+        with self._reload_lock:
+            if not self._reload_waiters:
+                return
+            alive = {i for i, t in enumerate(self._threads) if t.is_alive()}
+            for _, seen in self._reload_waiters:
+                seen.add(shard)
+            ready = [w for w in self._reload_waiters if w[1] >= alive]
+            if not ready:
+                return
+            self._apply_reload()
+            for w in ready:
+                w[0].set()
+                self._reload_waiters.remove(w)
+
+    async def start(self) -> None:
+        self.service = await asyncio.to_thread(self._build)
+        self.ctx.listeners.append(self._on_event)
+        self._halt.clear()
+        self._threads = [
+            threading.Thread(target=self._run, args=(k,), name=f"enforcement-{k}", daemon=True)
+            for k in range(self.shards)
+        ]
+        for t in self._threads:
+            t.start()
+
+    async def stop(self) -> None:
+        if self._on_event in self.ctx.listeners:
+            self.ctx.listeners.remove(self._on_event)
+        self._halt.set()
+        for w in self._wake:
+            w.set()
+        for t in self._threads:
+            await asyncio.to_thread(t.join, 15)
+        for k in range(self.shards):
+            self.leases.release(lease_name(k))  # hand over at once instead of after the lease's time
+
+    def _on_event(self, _event: object) -> None:
+        for w in self._wake:
+            w.set()
+
+    def request_sweep(self) -> None:
+        """Called by the scheduler: each shard feeds its due timers on its own thread."""
+        for k in range(self.shards):
+            self._sweep_due[k].set()
+            self._wake[k].set()
+        self._check_config()
+
+    def _check_config(self) -> None:
+        """Another instance edited bays, rules or zones: rebuild here too."""
+        try:
+            with self.ctx.session() as db:
+                mark = self._read_config_mark(db)
+        except SQLAlchemyError:
+            return
+        if self._config_mark is not None and mark != self._config_mark and not self._reload_waiters:
+            log.info("bays, rules or camera zones changed in the database; reloading")
+            with self._reload_lock:
+                self._reload_waiters.append((threading.Event(), set()))
+            self._config_mark = mark
+
+    # --- the shard threads ----------------------------------------------------------------------
+
+    def _run(self, shard: int) -> None:
+        name = lease_name(shard)
+        while not self._halt.is_set():
+            busy = False
+            try:
+                self._reload_point(shard)
+                token = self.leases.holds(name)
+                if token is not None:
+                    busy = self._drain_shard(shard, token)
+                    if self._sweep_due[shard].is_set():
+                        self._sweep_due[shard].clear()
+                        self._sweep_shard(shard, token)
+            except LeaseLost as exc:
+                log.warning("shard %d: %s; another instance applies its events now", shard, exc)
+                busy = False
+            except Exception:
+                log.exception("enforcement shard %d failed; retrying", shard)
+                busy = False
+            if not busy:
+                self._wake[shard].wait(self.poll_s)
+                self._wake[shard].clear()
+
+    def _fenced_cursor(self, shard: int, token: int, seq: int) -> Callable[[Session], None]:
+        def before_commit(db: Session) -> None:
+            self.leases.fence(db, lease_name(shard), token)
+            now = self.ctx.clock()
+            c = db.get(ConsumerCursor, cursor_name(shard)) or ConsumerCursor(
+                name=cursor_name(shard), seq=0, updated_at=now
+            )
+            if seq > c.seq:
+                c.seq, c.updated_at = seq, now
+                db.add(c)
+
+        return before_commit
+
+    def _start_seq(self, db: Session, shard: int) -> int:
+        """A shard's first cursor starts where the slowest existing shard is (a changed shard count
+        re-applies at most a few events to a moved bay, which `decide` ignores, and skips none)."""
+        cur = db.get(ConsumerCursor, cursor_name(shard))
+        if cur is not None:
+            return cur.seq
+        names = [cursor_name(k) for k in range(max(self.shards, 64))]
+        seqs = list(db.exec(select(ConsumerCursor.seq).where(ConsumerCursor.name.in_(names))))  # type: ignore[attr-defined]
+        return min(seqs) if seqs else 0
+
+    def _drain_shard(self, shard: int, token: int, batch: int = 200) -> bool:
+        """Apply this shard's next stored events in sequence order; True when there may be more."""
+        service = self.service
+        assert service is not None
+        bays = self.shard_bays[shard]
         now = self.ctx.clock()
         with Session(self.ctx.engine) as db:
-            cur = db.get(ConsumerCursor, CURSOR) or ConsumerCursor(name=CURSOR, seq=0, updated_at=now)
-            rows = list(db.exec(select(StoredEvent).where(StoredEvent.seq > cur.seq)  # type: ignore[operator]
+            start = self._start_seq(db, shard)
+            rows = list(db.exec(select(StoredEvent).where(StoredEvent.seq > start)  # type: ignore[operator]
                                 .order_by(StoredEvent.seq).limit(batch)))
-        last = cur.seq
-        for row in rows:
-            if row.seq != last + 1 and row.received_at > now - GAP_GRACE:
-                break  # a lower sequence number may still be committing
-            try:
-                event = EventEnvelope.model_validate({"event_id": row.event_id, "event": row.payload}).event
-                self.service.handle(event)
-            except SQLAlchemyError:
-                log.exception("database error applying event %s; will retry", row.event_id)
-                break  # the cursor stays: nothing is skipped because the database hiccuped
-            except Exception:
-                # A bad event must not block every later one: log it loudly and move on.
-                log.exception("event %s (%s) could not be applied; skipped", row.event_id, row.kind)
-            last = row.seq or last
-            with Session(self.ctx.engine) as db:
-                c = db.get(ConsumerCursor, CURSOR) or ConsumerCursor(name=CURSOR, seq=0, updated_at=now)
-                c.seq, c.updated_at = last, now
-                db.add(c)
-                db.commit()
-        self.lag = len(rows) - (last - cur.seq)
+        last, stored = start, start
+        try:
+            for row in rows:
+                if row.seq != last + 1 and row.received_at > now - GAP_GRACE:
+                    break  # a lower sequence number may still be committing
+                seq = row.seq or last
+                try:
+                    event = EventEnvelope.model_validate({"event_id": row.event_id, "event": row.payload}).event
+                    if not service.concerns(event, bays, unknown_bays=shard == 0):
+                        last = seq
+                        continue  # another shard's: the cursor moves past it with the next write
+                    service.handle(event, only=bays, unknown_bays=shard == 0,
+                                   before_commit=self._fenced_cursor(shard, token, seq))
+                    stored = seq
+                except (SQLAlchemyError, LeaseLost):
+                    raise
+                except Exception:
+                    # A bad event must not block every later one: log it loudly and move on.
+                    log.exception("event %s (%s) could not be applied; skipped", row.event_id, row.kind)
+                last = seq
+        except SQLAlchemyError:
+            log.exception("shard %d: database error at event %d; will retry", shard, last + 1)
+        finally:
+            if last > stored:  # skipped events (not this shard's, or bad): move the cursor past them
+                with Session(self.ctx.engine) as db:
+                    self._fenced_cursor(shard, token, last)(db)
+                    db.commit()
+        self.lag_by_shard[shard] = len(rows) - (last - start)
+        self.lag = sum(self.lag_by_shard.values())
         return len(rows) == batch
+
+    def _sweep_shard(self, shard: int, token: int) -> int:
+        assert self.service is not None
+        fence = self._fenced_cursor(shard, token, 0)  # seq 0: the cursor does not move
+        return self.service.sweep(only=self.shard_bays[shard], before_commit=fence)
+
+    def drain(self, batch: int = 200) -> bool:
+        """Apply the next stored events of every shard this instance holds (tests, benchmarks)."""
+        more = False
+        for k in range(self.shards):
+            token = self.leases.acquire(lease_name(k))
+            if token is not None:
+                more = self._drain_shard(k, token, batch) or more
+        return more

@@ -65,8 +65,16 @@ class SchedulerComponent:
         self.ctx = ctx
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
         self.jobs: list[tuple[str, Callable[[], object], int]] = [
-            ("retention", lambda: purge_expired(ctx), 3600),
+            ("retention", self._retention, 3600),
         ]
+
+    def _retention(self) -> dict[str, int] | None:
+        """One instance of a fleet purges (whoever holds the retention lease); the others skip."""
+        from api.fleet import RETENTION_LEASE
+
+        if self.ctx.leases.holds(RETENTION_LEASE) is None:
+            return None
+        return purge_expired(self.ctx)
 
     def add_job(self, name: str, func: Callable[[], object], every_s: int) -> None:
         """Other parts register their periodic work here before start()."""

@@ -109,6 +109,43 @@ def db_upgrade(config: ConfigOpt = None, revision: str = "head") -> None:
     typer.echo(f"database {redact_db_url(settings.db_url)} is at revision {revision}")
 
 
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The fleet on this database: instances, who leads each engine shard and job, and each shard's lag."""
+    import json
+
+    from api.fleet import fleet_status
+    from models.db import make_engine, redact_db_url
+
+    settings = settings_from(config)
+    setup_logging("WARNING", "cli")
+    engine = make_engine(settings.db_url)
+    try:
+        st = fleet_status(engine)
+    except Exception as exc:
+        fail(f"cannot read the fleet from {redact_db_url(settings.db_url)}: {str(exc).splitlines()[0]}")
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(st))
+        return
+    typer.echo(f"database {redact_db_url(settings.db_url)}, events stored up to #{st['event_head']}")
+    typer.echo(f"instances ({len(st['instances'])}):")
+    for i in st["instances"]:
+        typer.echo(f"  {i['id']:<40} node {i['node']:<16} roles {','.join(i['roles']):<40} "
+                   f"heartbeat {i['heartbeat_s_ago']} s ago, clock {i['clock_skew_s']:+.2f} s")
+    typer.echo("leases:")
+    for le in st["leases"]:
+        state = f"held, {le['expires_in_s']} s left" if le["held"] else "free"
+        typer.echo(f"  {le['name']:<16} {le['owner'] if le['held'] else '-':<40} token {le['token']:<5} {state}")
+    typer.echo("engine cursors:")
+    for c in st["cursors"]:
+        typer.echo(f"  {c['name']:<16} at #{c['seq']:<8} lag {c['lag']}")
+
+
 @db_app.command("current")
 def db_current(config: ConfigOpt = None) -> None:
     """Print the schema revision the database is at."""

@@ -6,8 +6,11 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, func, select
@@ -52,9 +55,57 @@ def prepare_database(settings: Settings, migrate: bool = True) -> None:
         engine.dispose()
     if migrate:
         try:
-            upgrade(url)
+            with startup_lock(url):
+                upgrade(url)
         except SQLAlchemyError as exc:
             raise StartupError(f"database migration failed on {redact_db_url(url)}: {exc}") from None
+
+
+# pg_advisory_lock key for start-up work (migrations, the first admin): any constant all instances share.
+STARTUP_LOCK_KEY = 0x0BA7_5A2D
+
+
+@contextmanager
+def startup_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL: one instance at a time migrates and creates the first admin, the others wait and
+    then find the work done. The lock lives on its own connection and goes with it if we die."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": STARTUP_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": STARTUP_LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def check_fleet(settings: Settings) -> None:
+    """PostgreSQL: refuse to start beside a live instance configured differently, or with a clock far
+    from the database's. SQLite: say that this is a single instance."""
+    if not settings.db_url.startswith("postgresql"):
+        log.info("database is SQLite: single instance (several instances need PostgreSQL, see README 'Fleet')")
+        return
+    from api.fleet import check_fleet_agrees
+    from models.leases import database_clock_skew
+
+    engine = make_engine(settings.db_url)
+    try:
+        problem = check_fleet_agrees(engine, settings, settings.ha.takeover_s * 0.6)
+        skew = database_clock_skew(engine)
+    finally:
+        engine.dispose()
+    if problem:
+        raise StartupError(problem, code=2)
+    if abs(skew) > settings.ha.max_clock_skew_s:
+        log.error("this machine's clock is %.1f s off the database's (ha.max_clock_skew_s %.1f): this instance "
+                  "serves requests but leads no engine shard or job until the clock is fixed",
+                  skew, settings.ha.max_clock_skew_s)
 
 
 def ensure_first_admin(settings: Settings) -> str | None:
@@ -66,7 +117,7 @@ def ensure_first_admin(settings: Settings) -> str | None:
 
     engine = make_engine(settings.db_url)
     try:
-        with Session(engine) as db:
+        with startup_lock(settings.db_url), Session(engine) as db:
             if db.exec(select(func.count()).select_from(User)).one():
                 return None
             password = secrets.token_urlsafe(15)
@@ -125,6 +176,7 @@ def serve(settings: Settings, migrate: bool = True) -> None:
     secure_data_dir(settings)
     prepare_database(settings, migrate=migrate)
     secure_data_dir(settings)  # again: migrating may just have created the database file
+    check_fleet(settings)
     created = ensure_first_admin(settings)
     if created:
         log.warning("created user 'admin'; its password is in %s (change it after logging in)", created)

@@ -31,6 +31,7 @@ def bay_settings(row: BayRow) -> BaySettings:
     return BaySettings.model_validate(
         {
             "bay_id": row.bay_id,
+            "site": row.site,
             "kind": row.kind,
             "charge_point_id": row.charge_point_id,
             "evse_id": row.evse_id,
@@ -42,7 +43,7 @@ def bay_settings(row: BayRow) -> BaySettings:
 
 
 def fill_row(row: BayRow, bay: BaySettings) -> BayRow:
-    row.kind, row.charge_point_id = bay.kind, bay.charge_point_id
+    row.kind, row.charge_point_id, row.site = bay.kind, bay.charge_point_id, bay.site
     row.evse_id, row.connector_id = bay.evse_id, bay.connector_id
     row.rules = dict(bay.rules)
     row.output = bay.output.model_dump(mode="json") if bay.output else None

@@ -6,7 +6,7 @@ since `decide` is deterministic and idempotent, re-delivering the event afterwar
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -45,6 +45,7 @@ from models.events import (
     VehicleDeparted,
     VehicleStillPresent,
 )
+from models.leases import LeaseLost
 from models.settings import BaySettings, EnforcementSettings
 from models.tables import AccessLog, Alert, BayStateRow, ListEntry, Penalty, TimerRow, Vehicle, VisitRow
 
@@ -148,21 +149,51 @@ class EnforcementService:
             return [row.bay_id] if row is not None else []
         return []
 
+    def concerns(self, event: Any, only: Collection[str] | None = None, unknown_bays: bool = True) -> bool:
+        """Whether `handle(event, only=..., unknown_bays=...)` would touch anything (no database read)."""
+        if isinstance(event, CAMERA_EVENTS) and event.bay_id not in self.bays:
+            return unknown_bays
+        if isinstance(event, TimerDue):
+            return True
+        targets = self._targets(None, event)  # type: ignore[arg-type]  # only timers read the database
+        return bool(targets) if only is None else any(b in only for b in targets)
+
     # --- the one transaction ----------------------------------------------------------------
 
-    def handle(self, event: Any, now: datetime | None = None) -> int:
-        """Apply one event to every bay it concerns; return how many actions were applied."""
+    def handle(
+        self,
+        event: Any,
+        now: datetime | None = None,
+        *,
+        only: Collection[str] | None = None,
+        unknown_bays: bool = True,
+        before_commit: Callable[[Session], None] | None = None,
+    ) -> int:
+        """Apply one event to every bay it concerns; return how many actions were applied.
+
+        A sharded engine passes the bays of its shard (`only`), whether this shard reports events for
+        bays nobody configured (`unknown_bays`), and `before_commit`, which runs inside the transaction
+        just before it commits: the shard's cursor moves there, and its lease is checked (fencing; it
+        raises when the lease was lost, and nothing of this event is stored)."""
         now = now or self.clock()
         applied = 0
         with Session(self.engine, expire_on_commit=False) as db:
-            targets = self._targets(db, event)
             if isinstance(event, CAMERA_EVENTS) and event.bay_id not in self.bays:
+                if not unknown_bays:
+                    return 0
                 self._unknown_bay(db, event, now)
+                if before_commit is not None:
+                    before_commit(db)
                 db.commit()
                 return 1
+            targets = self._targets(db, event)
+            if only is not None:
+                targets = [b for b in targets if b in only]
             self._after_commit.clear()
             for bay_id in targets:
                 applied += self._decide_one(db, bay_id, event, now)
+            if before_commit is not None:
+                before_commit(db)
             db.commit()
         self.handled += 1
         for log_id, bay, decision in self._after_commit:
@@ -412,7 +443,7 @@ class EnforcementService:
 
     # --- the sweep --------------------------------------------------------------------------
 
-    def due_timers(self, now: datetime, limit: int = 500) -> list[TimerDue]:
+    def due_timers(self, now: datetime, limit: int = 500, only: Collection[str] | None = None) -> list[TimerDue]:
         with Session(self.engine) as db:
             q = (
                 select(TimerRow)
@@ -421,19 +452,30 @@ class EnforcementService:
                 .order_by(TimerRow.due_at)
                 .limit(limit)
             )
+            if only is not None:
+                q = q.where(TimerRow.bay_id.in_(sorted(only)))  # type: ignore[attr-defined]
             return [
                 TimerDue(timer_id=r.timer_id, kind=r.kind, visit_id=r.visit_id, due_at=r.due_at)  # type: ignore[arg-type]
                 for r in db.exec(q)
             ]
 
-    def sweep(self, now: datetime | None = None) -> int:
-        """Feed every due timer back into the core (timers that fell due while we were down, too)."""
+    def sweep(
+        self,
+        now: datetime | None = None,
+        *,
+        only: Collection[str] | None = None,
+        before_commit: Callable[[Session], None] | None = None,
+    ) -> int:
+        """Feed every due timer back into the core (timers that fell due while we were down, too); a
+        shard feeds its own bays' timers (`only`) under its lease (`before_commit`, see `handle`)."""
         now = now or self.clock()
         fed = 0
-        for due in self.due_timers(now):
+        for due in self.due_timers(now, only=only):
             try:
-                self.handle(due, now)
+                self.handle(due, now, only=only, before_commit=before_commit)
                 fed += 1
+            except LeaseLost:
+                raise
             except Exception:
                 log.exception("timer %s failed", due.timer_id)
         return fed

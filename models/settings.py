@@ -192,6 +192,10 @@ class AccessOutput(Strict):
 
 class BaySettings(Strict):
     bay_id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Matches a camera zone's bay_id.")
+    site: str = Field(
+        "default", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Site the bay belongs to; the engine's work is sharded by site (ha.shards).",
+    )
     kind: Literal["bay", "access"] = Field("bay", description="access: a gate that admits whitelisted cars.")
     charge_point_id: str | None = Field(None, max_length=64, description="Charger of this bay's outlet.")
     evse_id: int | None = Field(None, ge=0, description="EVSE id (OCPP 2.0.1).")
@@ -206,6 +210,26 @@ class EnforcementSettings(Strict):
     )
     bays: list[BaySettings] = Field(default_factory=list, description="Bays joined to their chargers.")
     sweep_every_s: int = Field(2, ge=1, le=60, description="How often due timers are fed to the core.")
+
+
+class HaSettings(Strict):
+    """Running several instances on one PostgreSQL (see docs/architecture.md, "Fleet")."""
+
+    shards: int = Field(
+        1, ge=1, le=256,
+        description="Engine shards: bays are split by site into this many, each applied by one instance at a "
+        "time. Every instance must use the same number.",
+    )
+    takeover_s: float = Field(
+        10.0, ge=2, le=300, description="A dead or hung owner's work is taken over within this many seconds."
+    )
+    max_clock_skew_s: float = Field(
+        2.0, gt=0, le=60, description="An instance whose clock is further than this from the database's "
+        "takes no leadership (its timers would fire early or late).",
+    )
+    node: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="This machine's name in the fleet; default: host name."
+    )
 
 
 class AnprSettings(Strict):
@@ -262,6 +286,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     anpr: AnprSettings = Field(default_factory=AnprSettings)
     enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
+    ha: HaSettings = Field(default_factory=HaSettings)
     mail: MailSettings | None = Field(None, description="Outgoing mail server; no e-mail is sent without it.")
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     cameras: list[CameraSettings] = Field(default_factory=list)

@@ -488,6 +488,7 @@ class BayRow(SQLModel, table=True):
     output: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     source: str = Field(default="api", max_length=16)
     updated_at: datetime = _ts()
+    site: str = Field(default="default", max_length=64)  # the engine's work is sharded by site
 
 
 class RuntimeSetting(SQLModel, table=True):
@@ -501,3 +502,34 @@ class RuntimeSetting(SQLModel, table=True):
     value: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     updated_at: datetime = _ts()
     updated_by: str = Field(default="", max_length=64)
+
+
+class Lease(SQLModel, table=True):
+    """Who owns a piece of singleton work in a fleet (an engine shard, retention), until when.
+
+    Taken and renewed with the database's clock; `token` grows at every change of owner, and the work's
+    transactions check (owner, token, not expired) under a row lock before they commit: fencing, so an
+    instance that lost its lease while it hung cannot commit after the new owner started."""
+
+    __tablename__ = "leases"
+    name: str = Field(primary_key=True, max_length=128)
+    owner: str = Field(max_length=128)
+    token: int = 1
+    acquired_at: datetime = Field(sa_type=UTCDateTime)
+    renewed_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class FleetInstance(SQLModel, table=True):
+    """One running `baywarden run` process: what it runs and the digest of the settings every instance
+    must share (checked at start), with a heartbeat (`baywarden status`)."""
+
+    __tablename__ = "fleet_instances"
+    id: str = Field(primary_key=True, max_length=128)
+    node: str = Field(max_length=128)
+    pid: int = 0
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    shared_settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    heartbeat_at: datetime = Field(sa_type=UTCDateTime)
+    clock_skew_s: float = 0.0
