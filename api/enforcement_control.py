@@ -42,9 +42,18 @@ CURSOR = "enforcement"
 GAP_GRACE = timedelta(seconds=5)
 
 
-def cursor_name(shard: int) -> str:
-    """Shard 0 keeps the single engine's cursor name, so an upgraded database goes on where it was."""
-    return CURSOR if shard == 0 else f"{CURSOR}.{shard}"
+def cursor_name(shard: int, shards: int) -> str:
+    """One cursor per shard of one layout (shard count). A single engine keeps its old name, so an
+    upgraded database goes on where it was."""
+    return CURSOR if shards == 1 else f"{CURSOR}.{shard}of{shards}"
+
+
+def _layout(name: str) -> int | None:
+    if name == CURSOR:
+        return 1
+    _, _, tail = name.partition(".")
+    _, _, n = tail.partition("of")
+    return int(n) if n.isdigit() else None
 
 
 def lease_name(shard: int) -> str:
@@ -209,9 +218,8 @@ class EnforcementComponent:
         def before_commit(db: Session) -> None:
             self.leases.fence(db, lease_name(shard), token)
             now = self.ctx.clock()
-            c = db.get(ConsumerCursor, cursor_name(shard)) or ConsumerCursor(
-                name=cursor_name(shard), seq=0, updated_at=now
-            )
+            name = cursor_name(shard, self.shards)
+            c = db.get(ConsumerCursor, name) or ConsumerCursor(name=name, seq=0, updated_at=now)
             if seq > c.seq:
                 c.seq, c.updated_at = seq, now
                 db.add(c)
@@ -219,14 +227,21 @@ class EnforcementComponent:
         return before_commit
 
     def _start_seq(self, db: Session, shard: int) -> int:
-        """A shard's first cursor starts where the slowest existing shard is (a changed shard count
-        re-applies at most a few events to a moved bay, which `decide` ignores, and skips none)."""
-        cur = db.get(ConsumerCursor, cursor_name(shard))
+        """Where a shard's cursor is. A new one (a fresh database, or a changed shard count) starts at
+        the slowest cursor of the layout used last: a moved bay may see a few events again, which
+        `decide` ignores, and none is skipped."""
+        cur = db.get(ConsumerCursor, cursor_name(shard, self.shards))
         if cur is not None:
             return cur.seq
-        names = [cursor_name(k) for k in range(max(self.shards, 64))]
-        seqs = list(db.exec(select(ConsumerCursor.seq).where(ConsumerCursor.name.in_(names))))  # type: ignore[attr-defined]
-        return min(seqs) if seqs else 0
+        layouts: dict[int, list[ConsumerCursor]] = {}
+        for c in db.exec(select(ConsumerCursor).where(ConsumerCursor.name.startswith(CURSOR))):  # type: ignore[attr-defined]
+            n = _layout(c.name)
+            if n is not None and n != self.shards:
+                layouts.setdefault(n, []).append(c)
+        if not layouts:
+            return 0
+        last = max(layouts.values(), key=lambda cs: max(c.updated_at for c in cs))
+        return min(c.seq for c in last)
 
     def _drain_shard(self, shard: int, token: int, batch: int = 200) -> bool:
         """Apply this shard's next stored events in sequence order; True when there may be more."""

@@ -120,16 +120,6 @@ class LeaseKeeper:
             except Exception:
                 log.exception("lease round failed")
 
-    def live_instances(self) -> int:
-        try:
-            with self.ctx.session() as db:
-                since = datetime.now(UTC) - timedelta(seconds=self.ttl_s * 2)
-                n = db.exec(select(func.count()).select_from(FleetInstance)
-                            .where(FleetInstance.heartbeat_at >= since)).one()
-                return max(1, int(n))
-        except SQLAlchemyError:
-            return 1
-
     def round(self) -> None:
         try:
             self.skew_s = database_clock_skew(self.ctx.engine)
@@ -154,12 +144,31 @@ class LeaseKeeper:
                 continue
             self.leases.acquire(name)
         held = [engine_lease(k) for k in range(self.shards) if self.leases.holds(engine_lease(k)) is not None]
-        share = math.ceil(self.shards / self.live_instances())
-        if len(held) > share:
+        if len(held) > 1 and self._should_hand_back(len(held)):
             give = held[-1]
-            log.info("handing %s back (%d shards held, fair share %d)", give, len(held), share)
+            log.info("handing %s back to a less busy instance (%d shards held)", give, len(held))
             self.leases.release(give)
             self._backoff[give] = mono + 2 * self.ttl_s
+
+    def _should_hand_back(self, held: int) -> bool:
+        """More than a fair share held while a live instance holds less than one. Live: a heartbeat in
+        the last 0.75 lease lifetimes (they beat every third), so an instance that died stops counting
+        before its leases expire, and nothing is handed to it."""
+        now = datetime.now(UTC)
+        try:
+            with self.ctx.session() as db:
+                live = set(db.exec(select(FleetInstance.id).where(
+                    FleetInstance.heartbeat_at >= now - timedelta(seconds=0.75 * self.ttl_s))))
+                owners = list(db.exec(select(Lease.owner).where(Lease.name.like("engine.%"))  # type: ignore[attr-defined]
+                                      .where(Lease.expires_at > now)))
+        except SQLAlchemyError:
+            return False
+        live.add(self.leases.owner)
+        share = math.ceil(self.shards / len(live))
+        give = held > share and any(owners.count(i) < share for i in live if i != self.leases.owner)
+        if give:
+            log.debug("fair share %d: live %s, engine leases held by %s", share, sorted(live), owners)
+        return give
 
     def heartbeat(self) -> None:
         try:

@@ -1,0 +1,190 @@
+"""Leases with fencing on a real PostgreSQL, and the sharded engine's exactly-once hand-over."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from api.enforcement_control import EnforcementComponent, lease_name
+from api.fleet import first_difference, shared_settings
+from models.db import make_engine, upgrade
+from models.leases import LeaseLost, PgLeases, SoloLeases, shard_of
+from models.tables import ConsumerCursor, Penalty, StoredEvent, VisitRow
+from tests.foundation.helpers import EDGE_TOKEN, Role, add_user, client_for, login, make_settings
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg(postgres_url):
+    upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+def test_shard_of_is_stable_and_spreads():
+    assert shard_of("anything", 1) == 0
+    assert shard_of("north", 8) == shard_of("north", 8)  # crc32: the same in every process
+    assert len({shard_of(f"site-{i}", 8) for i in range(200)}) == 8
+
+
+def test_a_lease_has_one_owner_and_moves_only_after_it_expired(pg):
+    a, b = PgLeases(pg, "a", ttl_s=1.0), PgLeases(pg, "b", ttl_s=1.0)
+    ta = a.acquire("engine.0")
+    assert ta is not None and b.acquire("engine.0") is None
+    assert a.acquire("engine.0") == ta  # renewal keeps the token
+    time.sleep(1.2)  # a stops renewing (killed, hung, cut off)
+    assert a.holds("engine.0") is None  # its own deadline passed too
+    tb = b.acquire("engine.0")
+    assert tb == ta + 1
+    # The old owner's late work is fenced: its transaction cannot commit.
+    with Session(pg) as db, pytest.raises(LeaseLost):
+        a.fence(db, "engine.0", ta)
+    with Session(pg) as db:
+        b.fence(db, "engine.0", tb)  # the new owner's passes
+
+
+def test_release_hands_over_at_once_and_a_fenced_commit_blocks_the_takeover(pg):
+    a, b = PgLeases(pg, "a", ttl_s=30.0), PgLeases(pg, "b", ttl_s=30.0)
+    ta = a.acquire("job.retention")
+    assert ta is not None
+    a.release("job.retention")
+    tb = b.acquire("job.retention")
+    assert tb == ta + 1 and a.holds("job.retention") is None
+    # While b's transaction holds its fence (FOR SHARE), a rival's takeover waits for the commit.
+    b.release("job.retention")
+    tb = b.acquire("job.retention")
+    took: list[int | None] = []
+    with Session(pg) as db:
+        b.fence(db, "job.retention", tb)
+        with pg.begin() as conn:  # expire it behind b's back, as if b hung past its lifetime
+            conn.exec_driver_sql("SET lock_timeout = '200ms'")
+            with pytest.raises(Exception, match="lock"):
+                conn.exec_driver_sql("UPDATE leases SET expires_at = now() WHERE name = 'job.retention'")
+        t = threading.Thread(target=lambda: took.append(a.acquire("job.retention")))
+        t.start()
+        time.sleep(0.3)
+        assert took == []  # waiting for b's transaction
+        db.commit()
+    t.join(5)
+    assert took == [None]  # b's lease was still valid: a did not get it
+
+
+def test_solo_leases_hold_everything():
+    s = SoloLeases()
+    assert s.acquire("engine.3") == 1 and s.holds("x") == 1
+
+
+def test_first_difference_names_the_setting():
+    assert first_difference({"a": 1, "b": [1, {"c": 2}]}, {"a": 1, "b": [1, {"c": 3}]}) == "b[1].c"
+    assert first_difference({"a": [1]}, {"a": [1, 2]}) == "a (length 1 here, 2 there)"
+    assert first_difference({"a": 1}, {"a": 1}) is None
+
+
+def _engine_env(tmp_path, url, clock, name):
+    settings = make_settings(
+        tmp_path / name, url,
+        components={"api": True, "scheduler": False, "cameras": False, "relay": False, "enforcement": False},
+        ha={"shards": 2, "takeover_s": 2},
+        enforcement={"rules": {"idle_grace_min": 10, "idle_fee_per_min": "0.40", "idle_fee_cap": "20.00"},
+                     "bays": [{"bay_id": "N1", "site": "north", "charge_point_id": "CPN", "connector_id": 1},
+                              {"bay_id": "S1", "site": "mall", "charge_point_id": "CPS", "connector_id": 1}]},
+    )
+    return settings
+
+
+def ev(eid, kind, at, **kw):
+    return {"event_id": f"event-{eid}", "event": {"kind": kind, "at": at.isoformat(), **kw}}
+
+
+def chain(prefix: str, cp: str, bay: str, plate: str, t0):
+    tx = {"charge_point_id": cp, "transaction_id": f"T-{prefix}", "connector_id": 1}
+    return [
+        ev(f"{prefix}-a", "vehicle_arrived", t0, presence_id=f"p-{prefix}", camera="gate", bay_id=bay, plate=plate,
+           confidence=0.995),
+        ev(f"{prefix}-s", "transaction_started", t0 + timedelta(minutes=1), **tx),
+        ev(f"{prefix}-i", "charging_idle", t0 + timedelta(minutes=20), reason="SuspendedEV", **tx),
+        ev(f"{prefix}-e", "transaction_ended", t0 + timedelta(minutes=50), reason="EVDisconnected", **tx),
+        ev(f"{prefix}-d", "vehicle_departed", t0 + timedelta(minutes=51), presence_id=f"p-{prefix}", camera="gate",
+           bay_id=bay, plate=plate, first_seen=t0.isoformat(), last_seen=(t0 + timedelta(minutes=50)).isoformat()),
+    ]
+
+
+def test_two_engines_share_the_shards_and_a_takeover_applies_nothing_twice(tmp_path, postgres_url, clock):
+    assert shard_of("north", 2) != shard_of("mall", 2)
+    settings = _engine_env(tmp_path, postgres_url, clock, "one")
+    client = client_for(settings, clock=clock)
+    add_user(settings, "root", Role.admin)
+    with client:
+        csrf = login(client, "root")
+        token = client.post("/api/v1/tokens", json=EDGE_TOKEN, headers={"X-CSRF-Token": csrf}).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        ctx = client.app.state.ctx
+        ctx.leases = PgLeases(ctx.engine, "instance-a", ttl_s=1.0)
+        a = EnforcementComponent(ctx, notify=ctx.notify)
+        a.service = a._build()
+        b_ctx_leases = PgLeases(ctx.engine, "instance-b", ttl_s=1.0)
+        b = EnforcementComponent(ctx, notify=ctx.notify)
+        b.leases = b_ctx_leases
+        b.service = b._build(sync=False)
+        north, south = shard_of("north", 2), shard_of("mall", 2)
+        t0 = clock() - timedelta(hours=2)
+        north_events = chain("n", "CPN", "N1", "NORTH1", t0)
+        south_events = chain("s", "CPS", "S1", "SOUTH1", t0)
+        assert client.post("/api/v1/events", json={"events": north_events[:3] + south_events[:3]},
+                           headers=auth).status_code == 200
+        # a leads north, b leads south; each applies only its own site's events.
+        ta = a.leases.acquire(lease_name(north))
+        tb = b.leases.acquire(lease_name(south))
+        assert a.leases.acquire(lease_name(south)) is None and b.leases.acquire(lease_name(north)) is None
+        a._drain_shard(north, ta)
+        b._drain_shard(south, tb)
+        a._sweep_shard(north, ta)
+        b._sweep_shard(south, tb)
+        assert client.post("/api/v1/events", json={"events": north_events[3:] + south_events[3:]},
+                           headers=auth).status_code == 200
+        # a hangs past its lease; b takes north over. a's late attempt is fenced and stores nothing.
+        time.sleep(1.2)
+        tb_north = b.leases.acquire(lease_name(north))
+        assert tb_north is not None
+        with pytest.raises(LeaseLost):
+            a._drain_shard(north, ta)
+        b._drain_shard(north, tb_north)
+        tb_south = b.leases.acquire(lease_name(south))
+        b._drain_shard(south, tb_south)
+        b._sweep_shard(north, tb_north)
+        b._sweep_shard(south, tb_south)
+        b._drain_shard(north, tb_north)  # again: nothing is applied twice
+        with Session(ctx.engine) as db:
+            penalties = sorted((p.plate, p.amount) for p in db.exec(select(Penalty)))
+            visits = list(db.exec(select(VisitRow)))
+            head = max(db.exec(select(StoredEvent.seq)))
+            cursors = {c.name: c.seq for c in db.exec(select(ConsumerCursor))}
+    # 30 idle minutes, 10 of grace, 0.40 a minute: 8.00 each, once.
+    assert penalties == [("NORTH1", "8.00"), ("SOUTH1", "8.00")]
+    assert len(visits) == 2
+    assert set(cursors.values()) == {head}
+
+
+def test_instances_configured_differently_are_named(tmp_path, postgres_url):
+    from api.fleet import check_fleet_agrees
+    from models.base import utcnow
+    from models.tables import FleetInstance
+
+    upgrade(postgres_url)
+    one = _engine_env(tmp_path, postgres_url, None, "one")
+    two = one.model_copy(update={"ha": one.ha.model_copy(update={"shards": 4})})
+    engine = make_engine(postgres_url)
+    with Session(engine) as db:
+        db.add(FleetInstance(id="other:1:x", node="other", pid=1, roles=["enforcement"], started_at=utcnow(),
+                             heartbeat_at=utcnow(), shared_settings=shared_settings(one)))
+        db.commit()
+    assert check_fleet_agrees(engine, one, 5.0) is None
+    problem = check_fleet_agrees(engine, two, 5.0)
+    engine.dispose()
+    assert problem is not None and "ha.shards" in problem and "other:1:x" in problem
