@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -147,48 +150,89 @@ def smtp():
     server.stop()
 
 
-def test_a_killed_and_a_cut_off_instance_lose_nothing_and_double_nothing(tmp_path, postgres_url, smtp):
-    assert shard_of(SITES[0], 2) != shard_of(SITES[1], 2)
-    upgrade(postgres_url)
-    url = make_url(postgres_url)
-    engine = create_engine(postgres_url)
+def instance_config(tmp_path, name: str, db_url: str, port: int, smtp_port: int) -> Path:
+    cfg = {
+        "data_dir": str(tmp_path / name),
+        "database_url": db_url,
+        "port": port,
+        "components": {"api": True, "scheduler": True, "enforcement": True, "cameras": False, "relay": False},
+        "mail": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "from_address": "bays@example.org"},
+        "ha": {"shards": 2, "takeover_s": TAKEOVER_S, "node": f"node-{name}"},
+        "enforcement": {
+            "sweep_every_s": 1,
+            "rules": {"idle_grace_min": 1, "idle_fee_per_min": "0.40", "idle_fee_cap": "20.00"},
+            "bays": [{"bay_id": f"B-{s}", "site": s, "charge_point_id": f"CP-{s}", "connector_id": 1} for s in SITES],
+        },
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start_instance(tmp_path, name: str, config: Path) -> subprocess.Popen:
+    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([*BAYWARDEN, "run", "--config", str(config)], cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def seed(db_url: str) -> dict[str, str]:
+    """Migrated database with the two drivers; returns the edge token's auth header."""
+    from api.routes.tokens import create_token
+
+    upgrade(db_url)
+    engine = create_engine(db_url)
     with Session(engine) as db:
         for site in SITES:
             db.add(Vehicle(plate=f"{site.upper()}1", owner_name=site, email=f"{site}@example.org",
                            created_at=datetime.now(UTC)))
         db.commit()
-    from api.routes.tokens import create_token
-
     with Session(engine) as db:
         _, token = create_token(db, "edge", Role.device, actor="test", scopes=["camera:*", "charger:*"])
-    auth = {"Authorization": f"Bearer {token}"}
+    engine.dispose()
+    return {"Authorization": f"Bearer {token}"}
 
+
+def stop_all(procs: dict[str, subprocess.Popen]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs.values():
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def final_tables(engine) -> dict:
+    with Session(engine) as db:
+        return {
+            "penalties": sorted((p.plate, p.amount) for p in db.exec(select(Penalty))),
+            "visits": sorted(v.plate for v in db.exec(select(VisitRow))),
+            "mails": sorted((m.template, m.recipient) for m in db.exec(select(OutboxMessage))),
+            "head": max(db.exec(select(StoredEvent.seq))),
+            "cursors": {c.name: c.seq for c in db.exec(select(ConsumerCursor))},
+        }
+
+
+EXPECTED_MAILS = sorted([("penalty_warning", f"{s}@example.org") for s in SITES]
+                        + [("penalty_notice", f"{s}@example.org") for s in SITES])
+EXPECTED_DELIVERED = sorted([(f"{s}@example.org", w) for s in SITES for w in ("Charging", "Penalty")])
+
+
+def test_a_killed_and_a_cut_off_instance_lose_nothing_and_double_nothing(tmp_path, postgres_url, smtp):
+    assert shard_of(SITES[0], 2) != shard_of(SITES[1], 2)
+    auth = seed(postgres_url)
+    url = make_url(postgres_url)
+    engine = create_engine(postgres_url)
     procs: dict[str, subprocess.Popen] = {}
     proxies: dict[str, TcpProxy] = {}
     ports: dict[str, int] = {}
     for name in ("a", "b", "c"):
         proxies[name] = TcpProxy(url.port or 5432)
         ports[name] = free_port()
-        cfg = {
-            "data_dir": str(tmp_path / name),
-            "database_url": url.set(host="127.0.0.1", port=proxies[name].port).render_as_string(hide_password=False),
-            "port": ports[name],
-            "components": {"api": True, "scheduler": True, "enforcement": True, "cameras": False, "relay": False},
-            "mail": {"host": "127.0.0.1", "port": smtp.port, "security": "none", "from_address": "bays@example.org"},
-            "ha": {"shards": 2, "takeover_s": TAKEOVER_S, "node": f"node-{name}"},
-            "enforcement": {
-                "sweep_every_s": 1,
-                "rules": {"idle_grace_min": 1, "idle_fee_per_min": "0.40", "idle_fee_cap": "20.00"},
-                "bays": [{"bay_id": f"B-{s}", "site": s, "charge_point_id": f"CP-{s}", "connector_id": 1}
-                         for s in SITES],
-            },
-        }
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        procs[name] = subprocess.Popen([*BAYWARDEN, "run", "--config", str(path)], cwd=tmp_path,
-                                       stdout=log, stderr=subprocess.STDOUT, env=env)
+        via_proxy = url.set(host="127.0.0.1", port=proxies[name].port).render_as_string(hide_password=False)
+        procs[name] = start_instance(tmp_path, name, instance_config(tmp_path, name, via_proxy, ports[name], smtp.port))
     owner_of = {}
     try:
         for name in procs:
@@ -256,35 +300,21 @@ def test_a_killed_and_a_cut_off_instance_lose_nothing_and_double_nothing(tmp_pat
         delivered = sorted((m.rcpt_tos[0], m.message["Subject"].split(" ")[0]) for m in smtp.handler.messages)
         stop.set()
         prober.join(5)
-        with Session(engine) as db:
-            penalties = sorted((p.plate, p.amount) for p in db.exec(select(Penalty)))
-            visits = sorted(v.plate for v in db.exec(select(VisitRow)))
-            mails = sorted((m.template, m.recipient) for m in db.exec(select(OutboxMessage)))
-            head = max(db.exec(select(StoredEvent.seq)))
-            cursors = {c.name: c.seq for c in db.exec(select(ConsumerCursor))}
+        tables = final_tables(engine)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         for px in proxies.values():
             px.cut()
         engine.dispose()
     logs = {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in procs}
     assert takeover_s <= TAKEOVER_S + 2, (takeover_s, logs)
-    assert penalties == [("MALL1", "0.40"), ("NORTH1", "0.40")], logs
-    assert visits == ["MALL1", "NORTH1"]
-    assert mails == sorted([("penalty_warning", "mall@example.org"), ("penalty_warning", "north@example.org"),
-                            ("penalty_notice", "mall@example.org"), ("penalty_notice", "north@example.org")]), mails
-    assert set(cursors.values()) <= {head} and len(cursors) == 2, cursors
+    assert tables["penalties"] == [("MALL1", "0.40"), ("NORTH1", "0.40")], logs
+    assert tables["visits"] == ["MALL1", "NORTH1"]
+    assert tables["mails"] == EXPECTED_MAILS, tables
+    assert set(tables["cursors"].values()) == {tables["head"]} and len(tables["cursors"]) == 2, tables
     assert served["bad"] == 0 and served["ok"] > 0, served
     # Three dispatchers, one e-mail each: a warning ("Charging finished ...") and a notice per driver.
-    assert delivered == [("mall@example.org", "Charging"), ("mall@example.org", "Penalty"),
-                         ("north@example.org", "Charging"), ("north@example.org", "Penalty")], delivered
+    assert delivered == EXPECTED_DELIVERED, delivered
 
 
 def _ok(port: int, path: str) -> bool:
@@ -303,3 +333,101 @@ def _count(engine, table, **where: object) -> int:
 
 
 
+
+
+class PrivateCluster:
+    """A PostgreSQL server of our own (Debian's binaries, a throwaway data folder), so that this test
+    can stop and start it without touching the suite's shared one. Run as `postgres` when root."""
+
+    def __init__(self) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        self.bin = bins[-1] if bins else None
+        # Not under pytest's tmp_path: that is private to root, and the server runs as postgres.
+        self.folder = Path(tempfile.mkdtemp(prefix="baywarden-pg-"))
+        self.data = self.folder / "pgdata"
+        self.port = free_port()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            cmd = ["su", "postgres", "-c", " ".join(f"'{c}'" for c in cmd)]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self.data.mkdir(parents=True)
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "postgres:postgres", str(self.data.parent)], check=True)
+            self.data.parent.chmod(0o755)
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.data / "server.log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+
+def test_postgres_stopped_for_20_s_loses_nothing_and_doubles_nothing(tmp_path, smtp, postgres_url):
+    # postgres_url: only for its skip/fail rule (a machine with PostgreSQL); this test runs its own server.
+    cluster = PrivateCluster()
+    if cluster.bin is None:
+        pytest.skip("Debian's PostgreSQL server binaries are needed")
+    cluster.init()
+    cluster.start()
+    procs: dict[str, subprocess.Popen] = {}
+    ports = {name: free_port() for name in ("a", "b")}
+    engine = None
+    try:
+        auth = seed(cluster.url)
+        for name in ports:
+            procs[name] = start_instance(tmp_path, name, instance_config(tmp_path, name, cluster.url, ports[name],
+                                                                         smtp.port))
+        for name in ports:
+            wait_for(lambda n=name: _ok(ports[n], "/healthz"), 60, f"instance {name} to serve")
+        t0 = datetime.now(UTC)
+        chains = {s: chain(s, t0) for s in SITES}
+        r = httpx.post(f"http://127.0.0.1:{ports['a']}/api/v1/events", headers=auth,
+                       json={"events": [e for s in SITES for e in chains[s][0]]})
+        assert r.status_code == 200, r.text
+        wait_for(lambda: len(smtp.handler.messages) >= 2, 30, "both warnings")
+        cluster.stop()
+        time.sleep(20)  # the idle minute runs on while the database is away
+        assert all(p.poll() is None for p in procs.values()), "an instance died with its database"
+        cluster.start()
+        time.sleep(max(0.0, (t0 + timedelta(seconds=81) - datetime.now(UTC)).total_seconds()))
+        r = wait_for(lambda: _post(ports["b"], auth, [e for s in SITES for e in chains[s][1]]), 30,
+                     "the event intake to work again")
+        wait_for(lambda: len(smtp.handler.messages) >= 4, 60, "both notices")
+        time.sleep(3 * TAKEOVER_S)
+        engine = create_engine(cluster.url)
+        tables = final_tables(engine)
+    finally:
+        stop_all(procs)
+        if engine is not None:
+            engine.dispose()
+        with contextlib.suppress(Exception):
+            cluster.stop()
+        cluster.remove()
+    logs = {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in procs}
+    assert tables["penalties"] == [("MALL1", "0.40"), ("NORTH1", "0.40")], logs
+    assert tables["visits"] == ["MALL1", "NORTH1"]
+    assert tables["mails"] == EXPECTED_MAILS, tables
+    assert set(tables["cursors"].values()) == {tables["head"]}, tables
+    delivered = sorted((m.rcpt_tos[0], m.message["Subject"].split(" ")[0]) for m in smtp.handler.messages)
+    assert delivered == EXPECTED_DELIVERED, delivered
+
+
+def _post(port: int, auth: dict[str, str], events: list[dict]) -> bool:
+    try:
+        return httpx.post(f"http://127.0.0.1:{port}/api/v1/events", headers=auth, json={"events": events},
+                          timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
