@@ -259,6 +259,9 @@ class EnforcementComponent:
                 if row.seq != last + 1 and row.received_at > now - GAP_GRACE:
                     break  # a lower sequence number may still be committing
                 seq = row.seq or last
+                if not service.may_concern(row.kind, row.payload, bays, unknown_bays=shard == 0):
+                    last = seq
+                    continue
                 try:
                     event = EventEnvelope.model_validate({"event_id": row.event_id, "event": row.payload}).event
                     if not service.concerns(event, bays, unknown_bays=shard == 0):

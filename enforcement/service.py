@@ -60,6 +60,9 @@ CHARGER_EVENTS = (
     TransactionEnded,
     ConnectorAvailable,
 )
+_CAMERA_KINDS = frozenset(c.model_fields["kind"].default for c in CAMERA_EVENTS)
+_CHARGER_KINDS = frozenset(c.model_fields["kind"].default for c in CHARGER_EVENTS)
+_NEVER_ROUTED = frozenset({"plate_read", "charger_connection", "relay_upstream"})  # read models only
 _WIRING = ("kind", "charge_point_id", "evse_id", "connector_id", "cameras")
 ALERT_SEVERITY = {"blacklist": "critical", "return_ban": "warning", "camera_down": "warning", "unknown_bay": "info"}
 
@@ -148,6 +151,20 @@ class EnforcementService:
             row = db.get(TimerRow, event.timer_id)
             return [row.bay_id] if row is not None else []
         return []
+
+    def may_concern(self, kind: str, payload: dict[str, Any], only: Collection[str] | None = None,
+                    unknown_bays: bool = True) -> bool:
+        """A look at a stored event's kind and ids before it is parsed: False only where `concerns`
+        would say False (a shard skips the other shards' events without validating them)."""
+        if kind in _CAMERA_KINDS:
+            bay = payload.get("bay_id")
+            if bay not in self.bays:
+                return unknown_bays
+            return only is None or bay in only
+        if kind in _CHARGER_KINDS:
+            bays = self._by_charger.get(str(payload.get("charge_point_id")), ())
+            return any(only is None or b in only for b in bays)
+        return kind not in _NEVER_ROUTED
 
     def concerns(self, event: Any, only: Collection[str] | None = None, unknown_bays: bool = True) -> bool:
         """Whether `handle(event, only=..., unknown_bays=...)` would touch anything (no database read)."""
