@@ -116,14 +116,22 @@ class CameraSupervisor:
 
     # --- lifecycle: start() in order, stop() in reverse ---------------------------------------
 
-    def start(self) -> None:
+    def start(self, cameras: bool = True) -> None:
+        """Start the pump and the watchdog, and every enabled camera unless `cameras` is False (a fleet
+        starts each camera only where its lease is held)."""
         self._init_context()
         self._halt.clear()
         self._start_pump()
         for name, slot in self._slots.items():
-            if slot.camera.enabled:
+            if slot.camera.enabled and cameras:
                 self.start_camera(name)
         self._start_watchdog()
+
+    def is_wanted(self, name: str) -> bool:
+        """Started and not stopped by request (the watchdog restarts it if its worker dies)."""
+        with self._lock:
+            slot = self._slots.get(name)
+            return slot is not None and slot.wanted
 
     def stop(self) -> None:
         self._halt.set()

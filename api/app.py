@@ -85,7 +85,7 @@ def build_context(
     ctx.notify = Notifier(ctx)
     if components is None:
         components = []
-        leads = settings.components.enforcement or settings.components.scheduler
+        leads = settings.components.enforcement or settings.components.scheduler or settings.components.cameras
         if ctx.engine.dialect.name == "postgresql" and leads:
             from api.fleet import RETENTION_LEASE, LeaseKeeper
 

@@ -10,18 +10,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
+from fastapi import HTTPException
 from sqlmodel import select
 
 from api.context import AppContext
 from api.routes.cameras import sync_config_cameras, to_settings
 from models.events import EventEnvelope
 from models.eventstore import ingest
+from models.leases import PgLeases
 from models.tables import Camera
 
 log = logging.getLogger(__name__)
+
+
+def camera_lease(name: str) -> str:
+    return f"camera.{name}"
 
 
 class CameraComponent:
@@ -35,6 +43,11 @@ class CameraComponent:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stored = 0
         self.failed = 0
+        self._camera_list: list[Any] = []
+        self._leased: set[str] = set()
+        self._stopped_by_hand: set[str] = set()
+        self._halt = threading.Event()
+        self._lease_thread: threading.Thread | None = None
 
     # --- sink (pump thread) ---------------------------------------------------------------------
 
@@ -57,7 +70,8 @@ class CameraComponent:
     def _cameras(self) -> list[Any]:
         with self.ctx.session() as db:
             sync_config_cameras(db, self.ctx.settings.cameras, self.ctx.clock())
-            return [to_settings(c) for c in db.exec(select(Camera).order_by(Camera.name))]
+            self._camera_list = [to_settings(c) for c in db.exec(select(Camera).order_by(Camera.name))]
+            return self._camera_list
 
     def _build(self) -> Any:
         from anpr.supervisor import CameraSupervisor
@@ -67,16 +81,96 @@ class CameraComponent:
             **self.supervisor_kw,
         )
 
+    @property
+    def fleet(self) -> bool:
+        """Several instances on PostgreSQL: each camera runs where its lease is held (`_lease_round`)."""
+        return isinstance(self.ctx.leases, PgLeases)
+
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.supervisor = await asyncio.to_thread(self._build)
-        await asyncio.to_thread(self.supervisor.start)
+        await asyncio.to_thread(self.supervisor.start, not self.fleet)
         self.ctx.cameras = self
+        if self.fleet:
+            self._halt.clear()
+            await asyncio.to_thread(self._lease_round)
+            self._lease_thread = threading.Thread(target=self._lease_loop, name="camera-leases", daemon=True)
+            self._lease_thread.start()
 
     async def stop(self) -> None:
         self.ctx.cameras = None
+        self._halt.set()
+        if self._lease_thread is not None:
+            await asyncio.to_thread(self._lease_thread.join, 10)
         if self.supervisor is not None:
             await asyncio.to_thread(self.supervisor.stop)
+        for name in list(self._leased):
+            await asyncio.to_thread(self.ctx.leases.release, camera_lease(name))
+        self._leased.clear()
+
+    # --- fleet: one worker per camera across the instances ---------------------------------------
+
+    def _lease_loop(self) -> None:
+        every = self.ctx.leases.ttl_s / 3
+        while not self._halt.wait(every):
+            try:
+                self._lease_round()
+            except Exception:
+                log.exception("camera lease round failed")
+
+    def _node(self) -> str:
+        return self.ctx.settings.ha.node or self.ctx.leases.owner.split(":")[0]
+
+    def _camera_share(self, cameras: int) -> int:
+        """ceil(cameras / live instances running cameras): a new node gets cameras as leases free up."""
+        from datetime import UTC, datetime, timedelta
+
+        from models.tables import FleetInstance
+
+        since = datetime.now(UTC) - timedelta(seconds=0.75 * self.ctx.leases.ttl_s)
+        try:
+            with self.ctx.session() as db:
+                live = [i for i in db.exec(select(FleetInstance).where(FleetInstance.heartbeat_at >= since))
+                        if "cameras" in i.roles]
+        except Exception:
+            return cameras
+        return max(1, math.ceil(cameras / max(1, len(live))))
+
+    def _lease_round(self) -> None:
+        """Take, renew or drop each enabled camera's lease, and start or stop its worker to match.
+
+        A camera pinned to a node (`node:` in the config file) is only ever taken by that node. The
+        others go to any camera instance, at most a fair share each, and move when their instance
+        dies (its lease expires after 0.6 x ha.takeover_s); a worker whose lease lapsed here (database
+        unreachable) is stopped, so two nodes never read one camera for long."""
+        sup = self.supervisor
+        if sup is None:
+            return
+        node = self._node()
+        pins = {c.name: c.node for c in self.ctx.settings.cameras}
+        enabled = [c.name for c in self._camera_list if c.enabled]
+        free = [n for n in enabled if not pins.get(n)]
+        pinned = {n for n in enabled if pins.get(n)}
+        share = self._camera_share(len(free))
+        for name in enabled:
+            pin = pins.get(name)
+            lease = camera_lease(name)
+            if pin and pin != node:
+                token = None
+            elif self.ctx.leases.holds(lease) is not None or pin or len(self._leased - pinned) < share:
+                token = self.ctx.leases.acquire(lease)
+            else:
+                token = None
+            if token is not None:
+                self._leased.add(name)
+                if not sup.is_wanted(name) and name not in self._stopped_by_hand:
+                    log.info("camera %s: lease taken on node %s, starting its worker", name, node)
+                    sup.start_camera(name)
+            else:
+                self._leased.discard(name)
+                if sup.is_wanted(name):
+                    log.warning("camera %s: lease not held on node %s, stopping its worker", name, node)
+                    sup.stop_camera(name)
 
     # --- control (API) --------------------------------------------------------------------------
 
@@ -86,9 +180,19 @@ class CameraComponent:
         return [dataclasses.asdict(s) for s in self.supervisor.status()]
 
     async def start_camera(self, name: str) -> None:
+        """Start by hand. In a fleet only where the camera's lease is (or can be) held: 409 elsewhere."""
+        if self.fleet:
+            token = await asyncio.to_thread(self.ctx.leases.acquire, camera_lease(name))
+            if token is None:
+                raise HTTPException(409, f"camera {name} runs on another node of the fleet; start it there")
+            self._leased.add(name)
+        self._stopped_by_hand.discard(name)
         await asyncio.to_thread(self.supervisor.start_camera, name)
 
     async def stop_camera(self, name: str) -> None:
+        """Stop by hand. In a fleet this node keeps the lease, so no other node starts the camera,
+        until it is started again or this node stops."""
+        self._stopped_by_hand.add(name)
         await asyncio.to_thread(self.supervisor.stop_camera, name)
 
     async def snapshot(self, name: str, timeout: float = 2.5) -> tuple[bytes, Any] | None:
@@ -112,4 +216,6 @@ class CameraComponent:
         if old is not None:
             await asyncio.to_thread(old.stop)
         self.supervisor = await asyncio.to_thread(self._build)
-        await asyncio.to_thread(self.supervisor.start)
+        await asyncio.to_thread(self.supervisor.start, not self.fleet)
+        if self.fleet:
+            await asyncio.to_thread(self._lease_round)

@@ -218,3 +218,14 @@ def fleet_status(engine: Engine) -> dict[str, Any]:
             for c in db.exec(select(ConsumerCursor).order_by(ConsumerCursor.name))
         ]
     return {"instances": instances, "leases": leases, "event_head": head, "cursors": cursors}
+
+
+def lease_owners(engine: Engine, prefix: str) -> dict[str, str]:
+    """Live leases whose name starts with `prefix`: the rest of the name -> owner (e.g. cameras)."""
+    now = datetime.now(UTC)
+    try:
+        with Session(engine) as db:
+            rows = db.exec(select(Lease).where(Lease.name.startswith(prefix)).where(Lease.expires_at > now))  # type: ignore[attr-defined]
+            return {le.name[len(prefix):]: le.owner for le in rows}
+    except SQLAlchemyError:
+        return {}

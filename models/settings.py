@@ -110,6 +110,11 @@ class CameraSettings(Strict):
     region: str | None = Field(
         None, pattern=REGION_PATTERN, description="Plate region(s) for this camera; default: anpr.region."
     )
+    node: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Fleet: run this camera's worker only on the instance with this ha.node (e.g. the machine "
+        "on the camera's network); none: on any instance with the cameras part, moved when it dies.",
+    )
 
 
 class MailSettings(Strict):

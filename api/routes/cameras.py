@@ -199,8 +199,23 @@ def _get(db: Session, name: str) -> Camera:
 
 
 def _statuses(ctx: Any) -> dict[str, dict[str, Any]]:
+    """This instance's workers; in a fleet, each camera's node too (from its lease), and cameras whose
+    worker runs on another node show as `remote` instead of `not started`."""
     control = ctx.cameras
-    return {s["name"]: s for s in control.status()} if control is not None else {}
+    out = {s["name"]: s for s in control.status()} if control is not None else {}
+    if ctx.engine.dialect.name != "postgresql":
+        return out
+    from api.fleet import lease_owners
+
+    me = ctx.leases.owner if ctx.leases is not None else None
+    for name, owner in lease_owners(ctx.engine, "camera.").items():
+        node = owner.split(":")[0]
+        if owner == me and name in out:
+            out[name]["node"] = node
+        else:
+            out[name] = {"name": name, "state": "remote", "detail": f"running on node {node}", "node": node,
+                         "fps_in": None, "fps_processed": None, "last_read": None}
+    return out
 
 
 def _control(ctx: Any) -> Any:
