@@ -533,3 +533,14 @@ class FleetInstance(SQLModel, table=True):
     started_at: datetime = Field(sa_type=UTCDateTime)
     heartbeat_at: datetime = Field(sa_type=UTCDateTime)
     clock_skew_s: float = 0.0
+
+
+class IntakeDecoderState(SQLModel, table=True):
+    """The CSMS intake's OCPP decoder state of one charger (calls awaiting answers, open transactions):
+    kept here, not in one instance's memory, so a call and its answer may reach different instances
+    (and survive a restart). Read and written under a row lock in the request's transaction."""
+
+    __tablename__ = "intake_decoder_states"
+    charge_point_id: str = Field(primary_key=True, max_length=64)
+    state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(sa_type=UTCDateTime)

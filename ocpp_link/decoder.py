@@ -224,6 +224,9 @@ def _energy_wh(meter_values: Any) -> float | None:
     return found
 
 
+MAX_EXPORTED_PENDING = 100
+
+
 class OcppDecoder:
     """Shared decoder for all chargers behind one relay; state keyed by charge point id.
 
@@ -285,6 +288,35 @@ class OcppDecoder:
             return self._bad("schema_violations", charge_point_id, str(exc.errors()[0]["msg"]), raw_text)
         self.stats.events += len(events)
         return events
+
+    # --- state as JSON (the CSMS intake keeps it in the database, so any instance can decode) -----
+
+    def export_state(self, charge_point_id: str) -> dict[str, Any]:
+        """One charger's pairing and transaction state, JSON-ready (`import_state` reads it back)."""
+        st = self._chargers.get(charge_point_id) or _ChargerState()
+        return {
+            "protocol": st.protocol,
+            # The newest calls only: an answer that has not come after 100 later calls never will.
+            "pending": {k: [a, p, at.isoformat()] for k, (a, p, at) in
+                        sorted(st.pending.items(), key=lambda kv: kv[1][2])[-MAX_EXPORTED_PENDING:]},
+            "txs": {k: asdict(t) for k, t in st.txs.items()},
+            "open_by_connector": {str(k): v for k, v in st.open_by_connector.items()},
+            "stopped_by_connector": {str(k): v for k, v in st.stopped_by_connector.items()},
+        }
+
+    def import_state(self, charge_point_id: str, data: dict[str, Any] | None) -> None:
+        """Replace one charger's state with an exported one (None or garbage: a fresh state)."""
+        st = _ChargerState()
+        try:
+            if data:
+                st.protocol = data.get("protocol")
+                st.pending = {k: (v[0], v[1], datetime.fromisoformat(v[2])) for k, v in data.get("pending", {}).items()}
+                st.txs = {k: _Tx(**v) for k, v in data.get("txs", {}).items()}
+                st.open_by_connector = {int(k): v for k, v in data.get("open_by_connector", {}).items()}
+                st.stopped_by_connector = {int(k): v for k, v in data.get("stopped_by_connector", {}).items()}
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+            st = _ChargerState()
+        self._chargers[charge_point_id] = st
 
     # --- internals ------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ A request whose event id was already stored answers 200 with `duplicate: true` a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 from datetime import datetime
@@ -21,6 +22,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from api import runtime_settings
@@ -40,7 +43,8 @@ from api.pagination import (
 from models.events import EventEnvelope
 from models.eventstore import ingest
 from models.settings import CsmsIntakeSettings
-from models.tables import Charger, ConnectorState, IntakeReceipt, OcpiSessionRow, Transaction
+from models.tables import Charger, ConnectorState, IntakeDecoderState, IntakeReceipt, OcpiSessionRow, Transaction
+from ocpp_link.decoder import OcppDecoder
 from ocpp_link.intake import IntakeError, citrine_events, ocpi_session, own_event, parse_body
 
 router = APIRouter(tags=["csms"])
@@ -137,12 +141,41 @@ async def csms_event(request: Request, ctx: Ctx, db: DbSession) -> IntakeResult:
         db.commit()  # keep the signature receipt: a replay of this request stays refused
         return IntakeResult(duplicate=True, events=0)
     if form == "citrine":
+        station = parsed.get("stationId") if isinstance(parsed, dict) else None
+        decoder = _shared_decoder(db, station, now) if isinstance(station, str) and 0 < len(station) <= 64 else None
         try:
-            _, events = citrine_events(parsed, ctx.intake_decoder(), now)
+            _, events = citrine_events(parsed, decoder or OcppDecoder(), now)
         except IntakeError as exc:
             db.rollback()
             raise HTTPException(422, str(exc)) from None
+        if decoder is not None:
+            _keep_decoder(ctx, db, decoder, str(station), now)
     return IntakeResult(duplicate=False, events=await _store(ctx, db, source, event_id, events, now))
+
+
+def _shared_decoder(db: Session, station: str, now: datetime) -> OcppDecoder:
+    """A decoder holding this charger's stored state, its row locked until the request commits: frames
+    of one charger are decoded one at a time, on whichever instance they reach."""
+    table = IntakeDecoderState.__table__
+    dialect = db.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    db.execute(insert(table).values(charge_point_id=station, state={}, updated_at=now)
+               .on_conflict_do_nothing(index_elements=["charge_point_id"]))
+    row = db.exec(select(IntakeDecoderState).where(IntakeDecoderState.charge_point_id == station)
+                  .with_for_update()).one()
+    decoder = OcppDecoder()
+    decoder.import_state(station, row.state)
+    return decoder
+
+
+def _keep_decoder(ctx: Any, db: Session, decoder: OcppDecoder, station: str, now: datetime) -> None:
+    row = db.get(IntakeDecoderState, station)
+    if row is not None:
+        row.state, row.updated_at = decoder.export_state(station), now
+        db.add(row)
+    totals = ctx.intake_decoder().stats  # this instance's counters (metrics)
+    for f in dataclasses.fields(decoder.stats):
+        setattr(totals, f.name, getattr(totals, f.name) + getattr(decoder.stats, f.name))
 
 
 def _ocpi(data: Any = None, status: int = 1000, message: str = "Success", http: int = 200, now=None) -> JSONResponse:

@@ -215,3 +215,43 @@ def test_outlet_numbers_past_32_bits_are_422_on_the_event_intake(tmp_path, clock
                                                   "connector_id": 1e23}}
         r = client.post("/api/v1/events", json={"events": [ev]}, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 422
+
+
+def test_a_call_and_its_answer_may_reach_different_instances(tmp_path, db_url, clock):
+    """Two app instances on one database (a load balancer in front): the StartTransaction call goes to
+    one, its answer with the transaction id to the other; the pairing state lives in the database."""
+    settings = make_settings(tmp_path, db_url, csms_intakes=[{"name": "citrine", "auth": "hmac", "secret": SECRET}])
+    one, two = client_for(settings, clock=clock), client_for(settings, clock=clock)
+    req = [2, "m-9", "StartTransaction", {"connectorId": 2, "idTag": "TAG9", "meterStart": 0,
+                                           "timestamp": "2026-11-02T09:00:00Z"}]
+    conf = [3, "m-9", {"transactionId": 99, "idTagInfo": {"status": "Accepted"}}]
+    stop = [2, "m-10", "StopTransaction", {"transactionId": 99, "meterStop": 5000,
+                                           "timestamp": "2026-11-02T10:00:00Z", "reason": "EVDisconnected"}]
+    with one, two:
+        assert post(one, clock, {"id": "d1", "stationId": "CP9", "origin": "cs", "message": req}).json()["events"] == 0
+        clock.advance(seconds=1)
+        assert post(two, clock, {"id": "d2", "stationId": "CP9", "origin": "csms", "message": conf}).json() == {
+            "duplicate": False, "events": 1}
+        clock.advance(seconds=1)
+        r = post(one, clock, {"id": "d3", "stationId": "CP9", "origin": "cs", "message": stop})
+        assert r.json()["events"] >= 1
+    kinds = [(e.kind, e.payload.get("transaction_id"), e.payload.get("connector_id")) for e in stored(settings)]
+    assert ("transaction_started", "99", 2) in kinds
+    assert any(k == "transaction_ended" and tx == "99" for k, tx, _ in kinds)
+
+
+def test_stored_decoder_state_round_trips_and_garbage_is_a_fresh_start():
+    from datetime import UTC, datetime
+
+    from ocpp_link.decoder import OcppDecoder
+
+    d = OcppDecoder()
+    d.decode("CP1", "cs", json.dumps([2, "a", "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 0,
+                                                                    "timestamp": "2026-11-02T09:00:00Z"}]),
+             datetime(2026, 11, 2, 9, tzinfo=UTC))
+    state = json.loads(json.dumps(d.export_state("CP1")))  # through JSON, as stored
+    e = OcppDecoder()
+    e.import_state("CP1", state)
+    assert e.export_state("CP1") == state and "a" in state["pending"]
+    e.import_state("CP1", {"pending": {"x": [1]}, "txs": "nonsense"})
+    assert e.export_state("CP1")["pending"] == {}
