@@ -61,13 +61,9 @@ from rapidfuzz.distance import Levenshtein
 from anpr.plates import normalize
 from anpr.recognizer import iou
 from anpr.types import PlateCandidate, Recognizer
+from models.settings import DEFAULT_CONFIRMATION_THRESHOLD
 
-try:  # the product's default: below it a penalty needs operator review (pydantic only, cheap)
-    from enforcement.rules import Rules
-
-    DEFAULT_THRESHOLD = float(Rules.model_fields["confirmation_threshold"].default)
-except Exception:  # pragma: no cover - enforcement not importable: keep in step with Rules by hand
-    DEFAULT_THRESHOLD = 0.8
+DEFAULT_THRESHOLD = DEFAULT_CONFIRMATION_THRESHOLD  # below it a penalty needs operator review
 
 IOU_MATCH = 0.5
 SPLITS = ("train", "val", "all")

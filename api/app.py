@@ -18,7 +18,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import limits
-from api.context import AppContext, Component
 from api.deps import LoginRequired
 from api.routes import (
     alerts,
@@ -46,79 +45,14 @@ from api.routes import (
     users,
 )
 from api.routes import settings as settings_api  # not `settings`: create_app's parameter is named so
-from api.scheduler import SchedulerComponent
 from api.templating import make_templates
 from models.base import Clock, IdFactory, new_id, utcnow
-from models.db import make_engine
 from models.settings import Settings
+from models.version import VERSION
+from service.build import build_context, sync_config
+from service.context import Component
 
-VERSION = "0.1.0"
 log = logging.getLogger(__name__)
-
-
-def sync_config(ctx: AppContext) -> None:
-    """Mirror the config file's cameras and bays into their tables (the file is their source of truth)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from api.routes.cameras import sync_config_cameras
-    from enforcement.config import sync_config_bays
-
-    try:
-        with ctx.session() as db:
-            sync_config_cameras(db, ctx.settings.cameras, ctx.clock())
-            sync_config_bays(db, ctx.settings.enforcement, ctx.clock())
-    except SQLAlchemyError as exc:  # the app still starts, /readyz reports the database
-        log.warning("config cameras/bays not synced, database unavailable: %s", str(exc).splitlines()[0])
-
-
-def build_context(
-    settings: Settings,
-    *,
-    clock: Clock = utcnow,
-    ids: IdFactory = new_id,
-    components: list[Component] | None = None,
-    recognizer: Any = None,
-) -> AppContext:
-    ctx = AppContext(settings=settings, engine=make_engine(settings.db_url), clock=clock, ids=ids)
-    from api.notify import Notifier, OutboxDispatcher
-
-    ctx.notify = Notifier(ctx)
-    if components is None:
-        components = []
-        leads = settings.components.enforcement or settings.components.scheduler or settings.components.cameras
-        if ctx.engine.dialect.name == "postgresql" and leads:
-            from api.fleet import RETENTION_LEASE, LeaseKeeper
-
-            roles = [name for name, on in settings.components.model_dump().items() if on]
-            # First: the shards and jobs this instance leads are known before the parts that do them start.
-            components.append(LeaseKeeper(
-                ctx, settings.ha.shards if settings.components.enforcement else 0,
-                singletons=(RETENTION_LEASE,) if settings.components.scheduler else (), roles=roles,
-            ))
-        scheduler = SchedulerComponent(ctx) if settings.components.scheduler else None
-        if scheduler is not None:
-            components.append(scheduler)
-        if settings.components.enforcement:
-            from api.enforcement_control import EnforcementComponent
-
-            engine_part = EnforcementComponent(ctx, notify=ctx.notify)
-            ctx.enforcement = engine_part
-            components.append(engine_part)
-            if scheduler is not None:
-                scheduler.add_job("enforcement-sweep", engine_part.request_sweep, settings.enforcement.sweep_every_s)
-        if scheduler is not None:
-            scheduler.add_job("outbox", OutboxDispatcher(ctx), settings.notifications.dispatch_every_s)
-        if settings.components.cameras:
-            from anpr.factory import RecognizerSpec
-            from api.camera_control import CameraComponent
-
-            components.append(CameraComponent(ctx, recognizer or RecognizerSpec.from_settings(settings.anpr)))
-        if settings.components.relay:
-            from api.relay_control import RelayComponent
-
-            components.append(RelayComponent(ctx))
-    ctx.components = components
-    return ctx
 
 
 # Scripts only from our own files, never inline ones (injected markup cannot run); 'unsafe-eval' because

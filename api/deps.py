@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlmodel import Session
 
-from api.context import AppContext
 from api.security import lookup_session, lookup_token, tokens_equal
 from models.tables import ApiToken, OperatorSession, Permission, Role, User, role_allows, scopes_allow
+from service.context import AppContext
 
 SESSION_COOKIE = "bw_session"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}

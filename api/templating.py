@@ -21,7 +21,7 @@ def make_templates() -> Jinja2Templates:
 def _site(ctx: Any) -> Any:
     """The site as edited on the settings page; the config file's when the database cannot say (a page
     such as /login must still render while the database is down)."""
-    from api import runtime_settings
+    from service import runtime_settings
 
     try:
         return runtime_settings.effective_site(ctx)

@@ -117,8 +117,8 @@ def status(
     """The fleet on this database: instances, who leads each engine shard and job, and each shard's lag."""
     import json
 
-    from api.fleet import fleet_status
     from models.db import make_engine, redact_db_url
+    from service.fleet import fleet_status
 
     settings = settings_from(config)
     setup_logging("WARNING", "cli")

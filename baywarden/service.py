@@ -91,8 +91,8 @@ def check_fleet(settings: Settings) -> None:
     if not settings.db_url.startswith("postgresql"):
         log.info("database is SQLite: single instance (several instances need PostgreSQL, see README 'Fleet')")
         return
-    from api.fleet import check_fleet_agrees
     from models.leases import database_clock_skew
+    from service.fleet import check_fleet_agrees
 
     engine = make_engine(settings.db_url)
     try:

@@ -65,9 +65,9 @@ def throughput(url: str, bays: int, events: int) -> float:
 
 def due_delay(url: str, bays: int, visits: int) -> list[float]:
     """Real clock: idle grace ends in the near future; the production sweep must raise each penalty."""
-    from api.app import build_context
-    from api.enforcement_control import EnforcementComponent
     from models.settings import load_settings
+    from service.build import build_context
+    from service.enforcement_control import EnforcementComponent
 
     upgrade(url)
     s = load_settings(None, database_url=url, enforcement=settings(bays, grace_min=1).model_dump(mode="json"),

@@ -10,8 +10,8 @@ For each instance count, on a fresh database with `--bays` bays spread over `--s
   stored to its bay's state being written (`received_at` -> `bay_states.updated_at`);
 - takeover (largest instance count): SIGKILL of the instance leading the most shards, `--kills`
   times; seconds until every shard is led again (target p95 <= ha.takeover_s, 10 s by default).
-Each engine process is `baywarden`'s own lease keeper and sharded engine (`api.fleet`,
-`api.enforcement_control`), nothing else. The machine's cores are shared by all processes and
+Each engine process is `baywarden`'s own lease keeper and sharded engine (`service.fleet`,
+`service.enforcement_control`), nothing else. The machine's cores are shared by all processes and
 PostgreSQL: compare the rows with each other, not with another machine.
 """
 
@@ -50,10 +50,10 @@ def worker(url: str, bays: int, sites: int, shards: int, takeover_s: float) -> N
     """One engine instance: lease keeper + sharded engine, until SIGTERM/SIGKILL."""
     import tempfile
 
-    from api.app import build_context
-    from api.enforcement_control import EnforcementComponent
-    from api.fleet import LeaseKeeper
     from models.settings import load_settings
+    from service.build import build_context
+    from service.enforcement_control import EnforcementComponent
+    from service.fleet import LeaseKeeper
 
     s = load_settings(None, database_url=url, data_dir=tempfile.mkdtemp(), enforcement=bays_config(bays, sites),
                       ha={"shards": shards, "takeover_s": takeover_s}, log_level="WARNING")

@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.settings import DEFAULT_CONFIRMATION_THRESHOLD
+
 CENT = Decimal("0.01")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -126,7 +128,8 @@ class Rules(_Strict):
     # (anpr/weights/calibration.json); 0.99 is where its cross-fitted auto-accept precision reached
     # 0.98-1.0 on the validation splits. Lower it only with figures from your own cameras.
     confirmation_threshold: float = Field(
-        0.99, ge=0, le=1, description="Plate confidence below this makes a penalty need operator review."
+        DEFAULT_CONFIRMATION_THRESHOLD, ge=0, le=1,
+        description="Plate confidence below this makes a penalty need operator review.",
     )
     require_review: bool = Field(False, description="Every penalty of this site needs operator review.")
     fuzzy_distance: int = Field(1, ge=0, le=3, description="Max edit distance for list and plate matching.")

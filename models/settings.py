@@ -13,6 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+# Plate confidence below which a penalty needs operator review (enforcement.rules.Rules default; the
+# eval's auto-accept threshold): chosen on the cross-fitted validation table, anpr/weights/calibration.json.
+DEFAULT_CONFIRMATION_THRESHOLD = 0.99
 DEFAULT_SECRET = "change-me-in-production"
 
 

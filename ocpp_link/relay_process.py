@@ -58,7 +58,7 @@ def read_message(stream: Any) -> tuple[str, Any] | None:
 def relay_main(
     settings: RelaySettings, log_level: str, out: Connection, ctl: Connection, max_backlog: int = MAX_BACKLOG
 ) -> None:
-    """Entry point of the relay process (spawned by `api.relay_control.RelayComponent`)."""
+    """Entry point of the relay process (spawned by `service.relay_control.RelayComponent`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it tells us to stop
     setup_logging(log_level, "ocpp-relay")
     fd = os.dup(out.fileno())

@@ -12,13 +12,14 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from api.context import AppContext
 from api.deps import SESSION_COOKIE, Ctx, DbSession, Principal, Viewer, client_ip, current_principal
 from api.limits import LOGIN_BODY
-from api.security import Busy, Throttle, authenticate, open_session, token_hash, tokens_equal
+from api.security import Throttle, authenticate, open_session, token_hash, tokens_equal
 from api.templating import render
 from models import audit
 from models.tables import OperatorSession, User, UserPublic
+from service.context import AppContext
+from service.login_gate import Busy
 
 router = APIRouter(tags=["auth"])
 LOGIN_CSRF_COOKIE = "bw_login_csrf"

@@ -39,7 +39,7 @@ from api.deps import Ctx, DbSession, Operator, Viewer, client_ip
 from models import audit
 from models.base import utcnow
 from models.logsetup import mask_password, redact_url
-from models.settings import BayZone, CameraSettings
+from models.settings import BayZone
 from models.tables import Camera, CameraBase
 
 router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
@@ -135,29 +135,6 @@ def public(cam: Camera, status: dict[str, Any] | None = None) -> CameraPublic:
     )
 
 
-def to_settings(cam: Camera) -> CameraSettings:
-    return CameraSettings(
-        name=cam.name, url=cam.url, sub_url=cam.sub_url, enabled=cam.enabled, fps=cam.fps,
-        zones=[BayZone.model_validate(z) for z in cam.zones],
-    )
-
-
-def sync_config_cameras(db: Session, cameras: list[CameraSettings], now: Any) -> None:
-    """Make the `source=config` rows equal the YAML file's cameras (the file is their source of truth)."""
-    existing = {c.name: c for c in db.exec(select(Camera))}
-    wanted = {c.name for c in cameras}
-    for cfg in cameras:
-        row = existing.get(cfg.name) or Camera(name=cfg.name, url=cfg.url, created_at=now)
-        row.url, row.sub_url, row.enabled, row.fps = cfg.url, cfg.sub_url, cfg.enabled, cfg.fps
-        row.zones = [z.model_dump(mode="json") for z in cfg.zones]
-        row.source, row.updated_at = "config", now
-        db.add(row)
-    for name, row in existing.items():
-        if row.source == "config" and name not in wanted:
-            db.delete(row)
-    db.commit()
-
-
 def _netloc_parts(netloc: str) -> tuple[str | None, str | None, str]:
     """`user:pw@host:port` -> ('user', 'pw', 'host:port'), raw (still percent-encoded)."""
     if "@" not in netloc:
@@ -205,7 +182,7 @@ def _statuses(ctx: Any) -> dict[str, dict[str, Any]]:
     out = {s["name"]: s for s in control.status()} if control is not None else {}
     if ctx.engine.dialect.name != "postgresql":
         return out
-    from api.fleet import lease_owners
+    from service.fleet import lease_owners
 
     me = ctx.leases.owner if ctx.leases is not None else None
     for name, owner in lease_owners(ctx.engine, "camera.").items():

@@ -26,7 +26,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from api import runtime_settings
 from api.deps import Ctx, DbSession, Viewer
 from api.pagination import (
     CURSOR_HELP,
@@ -46,6 +45,7 @@ from models.settings import CsmsIntakeSettings
 from models.tables import Charger, ConnectorState, IntakeDecoderState, IntakeReceipt, OcpiSessionRow, Transaction
 from ocpp_link.decoder import OcppDecoder
 from ocpp_link.intake import IntakeError, citrine_events, ocpi_session, own_event, parse_body
+from service import runtime_settings
 
 router = APIRouter(tags=["csms"])
 MAX_BODY = 256 * 1024

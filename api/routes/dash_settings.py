@@ -16,12 +16,12 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ValidationError
 
-from api import runtime_settings as rs
 from api.deps import Admin, Ctx, DbSession, Operator, Principal, client_ip
 from api.routes import outbox as outbox_api
 from api.routes import settings as api
 from api.routes.dashboard import back, field_errors, form_dict, page
 from models.outbox import OutboxMessage
+from service import runtime_settings as rs
 
 router = APIRouter(prefix="/dash/settings", include_in_schema=False)
 

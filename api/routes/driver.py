@@ -14,12 +14,12 @@ from pydantic import BaseModel, Field
 
 from api.deps import Ctx, DbSession, client_ip
 from api.limits import LOGIN_BODY
-from api.notify import RULE_TEXT, read_driver_token
 from api.routes.evidence import _resolve
 from api.templating import render
 from models import audit
 from models.outbox import PushSubscription
 from models.tables import Penalty, Presence, VisitRow
+from service.notify import RULE_TEXT, read_driver_token
 
 router = APIRouter(include_in_schema=False)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from api import runtime_settings
 from api.deps import Ctx, DbSession, Operator, client_ip
 from api.pagination import Offset
 from enforcement.outbox import count_by_state, enqueue, list_messages, resend
 from models import audit
 from models.outbox import OutboxMessage, OutboxMessagePublic, OutboxState
+from service import runtime_settings
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 

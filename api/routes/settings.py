@@ -3,7 +3,7 @@
 Roles: operators and admins read (secrets are never returned, only whether one is set); only admins
 change anything, because these settings decide where e-mail goes, which CSMS may post events and
 how long evidence is kept. A stored section replaces the config file's section until it is reset
-(`DELETE /api/v1/settings/{section}`); see api/runtime_settings.py. The test e-mail is
+(`DELETE /api/v1/settings/{section}`); see service/runtime_settings.py. The test e-mail is
 `POST /api/v1/settings/test-email` (api/routes/outbox.py), open to operators.
 """
 
@@ -15,9 +15,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api import runtime_settings as rs
 from api.deps import Admin, Ctx, DbSession, Operator, Principal, client_ip
 from models.settings import CsmsIntakeSettings, MailSettings, RetentionSettings, SiteSettings
+from service import runtime_settings as rs
 
 router = APIRouter(prefix="/api/v1/settings", tags=["settings"])
 

@@ -140,7 +140,7 @@ def load_metrics(path: Path = METRICS_FILE) -> dict[str, Any] | None:
 
 
 def about_data(settings: Settings, site_name: str | None = None) -> dict[str, Any]:
-    from api.app import VERSION  # here, not at import: api.app imports this module
+    from models.version import VERSION  # here, not at import: api.app imports this module
 
     a = settings.anpr
     return {"version": VERSION, "site_name": site_name or settings.site_name, "detector": detector_info(settings),
@@ -152,6 +152,6 @@ def about_data(settings: Settings, site_name: str | None = None) -> dict[str, An
 @router.get("/about")
 def about(ctx: Ctx, _: Viewer) -> dict[str, Any]:
     """Version, plate detector model (name, size, SHA-256), OCR backend and the measured accuracy."""
-    from api.runtime_settings import site_name
+    from service.runtime_settings import site_name
 
     return about_data(ctx.settings, site_name(ctx))

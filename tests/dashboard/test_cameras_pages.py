@@ -373,7 +373,7 @@ def test_wrong_scheme_and_file_urls_are_refused(env, clip: Path) -> None:
 @pytest.mark.slow
 def test_snapshot_prefers_the_running_worker(tmp_path: Path, sqlite_url: str, rtsp: RtspServer) -> None:
     """A real supervisor and worker process: the snapshot is the worker's newest frame, over its pipe."""
-    from api.camera_control import CameraComponent
+    from service.camera_control import CameraComponent
     from tests.camera.recognizers import make_null_recognizer
 
     settings = make_settings(tmp_path, sqlite_url, components={"api": True, "scheduler": False, "cameras": True,

@@ -222,7 +222,7 @@ def test_list_edit_and_expire_pages(env, clock: FakeClock) -> None:
 def test_expired_entries_no_longer_exempt_or_alert(tmp_path: Path, sqlite_url: str, clock: FakeClock) -> None:
     """Through the real enforcement service: an expired whitelist entry exempts nothing, an expired
     blacklist entry raises no alert, while a live blacklist entry still does."""
-    from api.enforcement_control import EnforcementComponent
+    from service.enforcement_control import EnforcementComponent
 
     settings = make_settings(
         tmp_path, sqlite_url,

@@ -16,13 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from api.notify import OutboxDispatcher, driver_serializer
-from api.runtime_settings import effective_intakes, effective_mail
-from api.scheduler import purge_expired
 from models import audit
 from models.db import make_engine
 from models.outbox import OutboxMessage
 from models.tables import AuditLog, Role, RuntimeSetting, Vehicle
+from service.notify import OutboxDispatcher, driver_serializer
+from service.runtime_settings import effective_intakes, effective_mail
+from service.scheduler import purge_expired
 from tests.conftest import FakeClock
 from tests.dashboard.seed import seed_penalty
 from tests.foundation.helpers import add_user, client_for, login, make_settings

@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlmodel import Session
 
-from api.enforcement_control import EnforcementComponent
 from models.db import make_engine
 from models.tables import ListEntry, Role
+from service.enforcement_control import EnforcementComponent
 from tests.foundation.helpers import add_user, client_for, login, make_settings
 
 

@@ -5,8 +5,8 @@ from datetime import timedelta
 
 import pytest
 
-from api.enforcement_control import EnforcementComponent
 from models.tables import Alert, AuditLog, Role, VisitRow
+from service.enforcement_control import EnforcementComponent
 from tests.enforcement.test_service import arrive, ev, post, rows
 from tests.foundation.helpers import EDGE_TOKEN, add_user, client_for, login, make_settings
 

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, select
 
-from api.enforcement_control import EnforcementComponent
-from api.notify import OutboxDispatcher
 from models.db import make_engine
 from models.tables import Penalty, Role, Vehicle
+from service.enforcement_control import EnforcementComponent
+from service.notify import OutboxDispatcher
 from tests.foundation.helpers import EDGE_TOKEN, add_user, client_for, login, make_settings
 from tests.notifications.servers import SmtpServer
 

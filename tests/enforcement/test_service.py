@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, select
 
-from api.enforcement_control import EnforcementComponent
 from models.db import make_engine
 from models.tables import Alert, ListEntry, Penalty, Role, TimerRow, VisitRow
+from service.enforcement_control import EnforcementComponent
 from tests.foundation.helpers import EDGE_TOKEN, add_user, client_for, login, make_settings
 
 RULES = {"idle_grace_min": 10, "idle_fee_per_min": "0.50", "idle_fee_cap": "30.00", "currency": "EUR",

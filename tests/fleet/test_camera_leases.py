@@ -10,11 +10,11 @@ import time
 import pytest
 from sqlmodel import Session, select
 
-from api.app import build_context
-from api.camera_control import CameraComponent
-from api.fleet import LeaseKeeper, lease_owners
 from models.db import upgrade
 from models.tables import FleetInstance
+from service.build import build_context
+from service.camera_control import CameraComponent
+from service.fleet import LeaseKeeper, lease_owners
 from tests.camera.recognizers import make_null_recognizer
 from tests.foundation.helpers import make_settings
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from api.fleet import first_difference, shared_settings
 from models.settings import load_settings
+from service.fleet import first_difference, shared_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SECRETS = {"POSTGRES_PASSWORD": "pw-for-the-test", "BAYWARDEN_SECRET": "0123456789abcdef0123456789abcdef"}

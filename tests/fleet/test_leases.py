@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, select
 
-from api.enforcement_control import EnforcementComponent, lease_name
-from api.fleet import first_difference, shared_settings
 from models.db import make_engine, upgrade
 from models.leases import LeaseLost, PgLeases, SoloLeases, shard_of
 from models.tables import ConsumerCursor, Penalty, StoredEvent, VisitRow
+from service.enforcement_control import EnforcementComponent, lease_name
+from service.fleet import first_difference, shared_settings
 from tests.foundation.helpers import EDGE_TOKEN, Role, add_user, client_for, login, make_settings
 
 pytestmark = pytest.mark.postgres
@@ -172,9 +172,9 @@ def test_two_engines_share_the_shards_and_a_takeover_applies_nothing_twice(tmp_p
 
 
 def test_instances_configured_differently_are_named(tmp_path, postgres_url):
-    from api.fleet import check_fleet_agrees
     from models.base import utcnow
     from models.tables import FleetInstance
+    from service.fleet import check_fleet_agrees
 
     upgrade(postgres_url)
     one = _engine_env(tmp_path, postgres_url, None, "one")

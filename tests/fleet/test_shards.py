@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session
 
-from api.enforcement_control import EnforcementComponent, cursor_name
 from models.db import make_engine, upgrade
 from models.tables import ConsumerCursor
+from service.enforcement_control import EnforcementComponent, cursor_name
 from tests.foundation.helpers import make_settings
 
 

@@ -211,7 +211,7 @@ def test_password_checks_are_bounded_and_the_rest_refused_with_retry_after():
     import threading
     import time
 
-    from api.security import Busy, LoginGate
+    from service.login_gate import Busy, LoginGate
 
     gate = LoginGate(concurrent=2, waiting=3, wait_s=5)
     running, peak, busy = [0], [0], [0]

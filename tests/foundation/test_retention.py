@@ -4,10 +4,10 @@ from datetime import timedelta
 
 from sqlmodel import Session, select
 
-from api.app import build_context
-from api.scheduler import purge_expired
 from models.db import upgrade
 from models.tables import AuditLog, PlateReadRow, Presence
+from service.build import build_context
+from service.scheduler import purge_expired
 from tests.foundation.helpers import make_settings
 
 

@@ -18,12 +18,12 @@ from typing import Any
 from fastapi import HTTPException
 from sqlmodel import select
 
-from api.context import AppContext
-from api.routes.cameras import sync_config_cameras, to_settings
 from models.events import EventEnvelope
 from models.eventstore import ingest
 from models.leases import PgLeases
 from models.tables import Camera
+from service.camera_config import sync_config_cameras, to_settings
+from service.context import AppContext
 
 log = logging.getLogger(__name__)
 

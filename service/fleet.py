@@ -17,9 +17,9 @@ from sqlalchemy import Engine, func
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from api.context import AppContext
 from models.leases import database_clock_skew
 from models.tables import ConsumerCursor, FleetInstance, Lease, StoredEvent
+from service.context import AppContext
 
 log = logging.getLogger(__name__)
 RETENTION_LEASE = "job.retention"

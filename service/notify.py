@@ -14,12 +14,12 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlmodel import Session, select
 
-from api import runtime_settings
-from api.context import AppContext
 from enforcement.outbox import enqueue
 from models.outbox import PushSubscription
 from models.settings import MailSettings
 from models.tables import Role, User, Vehicle
+from service import runtime_settings
+from service.context import AppContext
 
 log = logging.getLogger(__name__)
 RULE_TEXT = {

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.security import LoginGate
 from models.base import Clock, IdFactory, new_id, utcnow
 from models.settings import Settings
+from service.login_gate import LoginGate
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class AppContext:
     # The enforcement engine (None when components.enforcement is off); `reload()` after config edits.
     enforcement: Any = None
     _intake_decoder: Any = None
-    # Enqueues notifications inside the caller's transaction (api.notify.Notifier).
+    # Enqueues notifications inside the caller's transaction (service.notify.Notifier).
     notify: Any = None
     # Hooks other packages register to be told about new domain events (e.g. the SSE hub).
     listeners: list[Callable[[object], Awaitable[None] | None]] = field(default_factory=list)

@@ -10,8 +10,6 @@ from datetime import timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlmodel import delete
 
-from api.context import AppContext
-from api.runtime_settings import effective_retention
 from models.tables import (
     AuditLog,
     IntakeReceipt,
@@ -21,6 +19,8 @@ from models.tables import (
     Presence,
     StoredEvent,
 )
+from service.context import AppContext
+from service.runtime_settings import effective_retention
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class SchedulerComponent:
 
     def _retention(self) -> dict[str, int] | None:
         """One instance of a fleet purges (whoever holds the retention lease); the others skip."""
-        from api.fleet import RETENTION_LEASE
+        from service.fleet import RETENTION_LEASE
 
         if self.ctx.leases.holds(RETENTION_LEASE) is None:
             return None

@@ -27,10 +27,10 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 from sqlmodel import Session
 
-from api.context import AppContext
 from models import audit
 from models.settings import CsmsIntakeSettings, MailSettings, RetentionSettings, SiteSettings
 from models.tables import RuntimeSetting
+from service.context import AppContext
 
 log = logging.getLogger(__name__)
 

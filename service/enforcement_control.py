@@ -27,14 +27,14 @@ from sqlalchemy import func
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from api.context import AppContext
-from api.fleet import engine_lease
-from api.routes.cameras import sync_config_cameras
 from enforcement.config import effective, sync_config_bays
 from enforcement.service import EnforcementService, camera_zones
 from models.events import EventEnvelope
 from models.leases import LeaseLost, shard_of
 from models.tables import BayRow, Camera, ConsumerCursor, RuntimeSetting, StoredEvent
+from service.camera_config import sync_config_cameras
+from service.context import AppContext
+from service.fleet import engine_lease
 
 log = logging.getLogger(__name__)
 CURSOR = "enforcement"

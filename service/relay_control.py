@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any
 
-from api.context import AppContext
 from models.events import EventEnvelope
 from models.eventstore import ingest
+from service.context import AppContext
 
 log = logging.getLogger(__name__)
 
