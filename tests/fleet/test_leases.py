@@ -125,10 +125,10 @@ def test_two_engines_share_the_shards_and_a_takeover_applies_nothing_twice(tmp_p
         token = client.post("/api/v1/tokens", json=EDGE_TOKEN, headers={"X-CSRF-Token": csrf}).json()["token"]
         auth = {"Authorization": f"Bearer {token}"}
         ctx = client.app.state.ctx
-        ctx.leases = PgLeases(ctx.engine, "instance-a", ttl_s=1.0)
+        ctx.leases = PgLeases(ctx.engine, "instance-a", ttl_s=30.0)
         a = EnforcementComponent(ctx, notify=ctx.notify)
         a.service = a._build()
-        b_ctx_leases = PgLeases(ctx.engine, "instance-b", ttl_s=1.0)
+        b_ctx_leases = PgLeases(ctx.engine, "instance-b", ttl_s=30.0)
         b = EnforcementComponent(ctx, notify=ctx.notify)
         b.leases = b_ctx_leases
         b.service = b._build(sync=False)
@@ -148,8 +148,11 @@ def test_two_engines_share_the_shards_and_a_takeover_applies_nothing_twice(tmp_p
         b._sweep_shard(south, tb)
         assert client.post("/api/v1/events", json={"events": north_events[3:] + south_events[3:]},
                            headers=auth).status_code == 200
-        # a hangs past its lease; b takes north over. a's late attempt is fenced and stores nothing.
-        time.sleep(1.2)
+        # a hangs past its lease (its expiry passes: set here, so a loaded machine cannot make it pass
+        # earlier); b takes north over. a's late attempt is fenced and stores nothing.
+        with ctx.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE leases SET expires_at = clock_timestamp() - interval '1 second' "
+                                 f"WHERE name = '{lease_name(north)}'")
         tb_north = b.leases.acquire(lease_name(north))
         assert tb_north is not None
         with pytest.raises(LeaseLost):
