@@ -40,6 +40,7 @@ from api.routes import (
     outbox,
     pages,
     reads,
+    sources,
     stats,
     tokens,
     users,
@@ -103,7 +104,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     for module in (health, auth, users, tokens, audit, alerts, events, evidence, cameras, csms, enforcement, bays,
                    outbox, driver, pages, stats, dash_admin,
-                   reads,
+                   reads, sources,
                    settings_api, dash_settings):
         app.include_router(module.router)
     app.include_router(cameras.recognition)

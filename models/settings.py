@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 # Plate confidence below which a penalty needs operator review (enforcement.rules.Rules default; the
@@ -220,6 +229,46 @@ class EnforcementSettings(Strict):
     sweep_every_s: int = Field(2, ge=1, le=60, description="How often due timers are fed to the core.")
 
 
+class SourceCamera(Strict):
+    id: str = Field(..., min_length=1, max_length=128, description="The camera or lane id as the source names it.")
+    bay_id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Our bay its reads are for.")
+
+
+class SourceSettings(Strict):
+    """A system that already reads plates (an ANPR camera, Plate Recognizer, a script) and sends its reads
+    here; each read becomes the same events our own camera workers produce (see README "Outside reads")."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9_-]{1,64}$", description="Unique; part of the intake URL.")
+    kind: Literal["webhook", "platerecognizer", "hikvision"] = Field(
+        ..., description="webhook: our signed JSON; platerecognizer: its webhook JSON or multipart; "
+        "hikvision: ISAPI ANPR event push (multipart XML + pictures).",
+    )
+    secret: SecretStr = Field(
+        ..., description="webhook: the HMAC key; others: the token (Authorization: Token/Bearer, the password of "
+        "HTTP Basic, or ?token= for devices that can only be given a URL).",
+    )
+    cameras: list[SourceCamera] = Field(..., min_length=1, max_length=500, description="Source camera ids to bays.")
+    presence_timeout_s: int = Field(
+        300, ge=10, le=86400, description="A car not read again for this long has left (sources that report once).",
+    )
+    max_skew_s: int = Field(300, ge=10, le=3600, description="webhook: oldest accepted signature timestamp.")
+    enabled: bool = Field(True, description="A disabled source's requests are refused (403).")
+
+    @field_validator("secret")
+    @classmethod
+    def _long_secret(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("at least 16 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> SourceSettings:
+        ids = [c.id for c in self.cameras]
+        if len(ids) != len(set(ids)):
+            raise ValueError("camera ids must be unique within a source")
+        return self
+
+
 class HaSettings(Strict):
     """Running several instances on one PostgreSQL (see docs/architecture.md, "Fleet")."""
 
@@ -295,6 +344,9 @@ class Settings(BaseSettings):
     anpr: AnprSettings = Field(default_factory=AnprSettings)
     enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
     ha: HaSettings = Field(default_factory=HaSettings)
+    sources: list[SourceSettings] = Field(
+        default_factory=list, max_length=200, description="Outside plate readers posting to /api/v1/sources/NAME/...",
+    )
     mail: MailSettings | None = Field(None, description="Outgoing mail server; no e-mail is sent without it.")
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     cameras: list[CameraSettings] = Field(default_factory=list)
@@ -311,6 +363,9 @@ class Settings(BaseSettings):
         names = [c.name for c in self.cameras]
         if len(names) != len(set(names)):
             raise ValueError("camera names must be unique")
+        sources = [s.name for s in self.sources]
+        if len(sources) != len(set(sources)):
+            raise ValueError("source names must be unique")
         if self.database_url is not None and not self.database_url.startswith(("sqlite", "postgresql")):
             raise ValueError("database_url must be a sqlite:// or postgresql:// URL")
         return self

@@ -544,3 +544,29 @@ class IntakeDecoderState(SQLModel, table=True):
     charge_point_id: str = Field(primary_key=True, max_length=64)
     state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SourcePresence(SQLModel, table=True):
+    """The car an outside source last reported in a bay, while it counts as present (sources that send one
+    read per car): a later read of it is "still present", another plate or a long silence its departure."""
+
+    __tablename__ = "source_presences"
+    bay_id: str = Field(primary_key=True, max_length=64)
+    source: str = Field(max_length=64)
+    camera: str = Field(max_length=200)
+    presence_id: str = Field(max_length=200)
+    plate: str | None = Field(default=None, max_length=16)
+    confidence: float = 0.0
+    first_seen: datetime = Field(sa_type=UTCDateTime)
+    last_seen: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class SourceCounter(SQLModel, table=True):
+    """What each outside source sent: accepted and rejected requests, the last one and the last reason."""
+
+    __tablename__ = "source_counters"
+    source: str = Field(primary_key=True, max_length=64)
+    accepted: int = 0
+    rejected: int = 0
+    last_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, max_length=500)

@@ -66,6 +66,8 @@ def build_context(
                 scheduler.add_job("enforcement-sweep", engine_part.request_sweep, settings.enforcement.sweep_every_s)
         if scheduler is not None:
             scheduler.add_job("outbox", OutboxDispatcher(ctx), settings.notifications.dispatch_every_s)
+            if settings.sources:
+                scheduler.add_job("source-presences", lambda: sweep_sources(ctx), 5)
         if settings.components.cameras:
             from anpr.factory import RecognizerSpec
             from service.camera_control import CameraComponent
@@ -77,3 +79,24 @@ def build_context(
             components.append(RelayComponent(ctx))
     ctx.components = components
     return ctx
+
+
+def sweep_sources(ctx: AppContext) -> int:
+    """Departures of cars outside sources reported once: cable out, or silent past the source's timeout."""
+    import asyncio
+
+    from enforcement.config import effective
+    from service.sources import sweep_presences
+
+    with ctx.session() as db:
+        bays = {b.bay_id: b for b in effective(db, ctx.settings.enforcement).bays}
+    envelopes = sweep_presences(ctx.engine, ctx.settings, bays, ctx.clock())
+    for env in envelopes:
+        for listener in list(ctx.listeners):  # wake the engine (no event loop on the scheduler's thread)
+            try:
+                result = listener(env)
+                if asyncio.iscoroutine(result):
+                    result.close()
+            except Exception:
+                log.exception("event listener failed")
+    return len(envelopes)

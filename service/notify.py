@@ -103,7 +103,11 @@ class Notifier:
         from models.tables import Presence
 
         presence = db.get(Presence, visit.data.get("presence_id", ""))
-        return [presence.crop_path] if presence is not None and presence.crop_path else []
+        if presence is None:
+            return []
+        # The plate crop; an outside source that sent only a scene picture has that one.
+        best = presence.crop_path or presence.frame_path
+        return [best] if best else []
 
     def _penalty_warning(self, db: Session, p: dict[str, Any]) -> None:
         starts = datetime.fromisoformat(p["fee_starts_at"])

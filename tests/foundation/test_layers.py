@@ -1,4 +1,4 @@
-"""Imports flow one way: models <- anpr, ocpp_link, enforcement <- service <- api <- baywarden (CLI).
+"""Imports flow one way: models <- anpr, ocpp_link, enforcement, sources <- service <- api <- baywarden (CLI).
 `api/` is HTTP only (routes, templates, dependencies); the running service's parts live in `service/`."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # package -> the packages it must never import (directly or inside a function)
 FORBIDDEN = {
-    "models": {"anpr", "ocpp_link", "enforcement", "service", "api", "baywarden"},
-    "anpr": {"ocpp_link", "enforcement", "service", "api", "baywarden"},
-    "ocpp_link": {"anpr", "enforcement", "service", "api", "baywarden"},
-    "enforcement": {"anpr", "ocpp_link", "service", "api", "baywarden"},
+    "models": {"anpr", "ocpp_link", "enforcement", "sources", "service", "api", "baywarden"},
+    "anpr": {"ocpp_link", "enforcement", "sources", "service", "api", "baywarden"},
+    "ocpp_link": {"anpr", "enforcement", "sources", "service", "api", "baywarden"},
+    "enforcement": {"anpr", "ocpp_link", "sources", "service", "api", "baywarden"},
+    "sources": {"anpr", "ocpp_link", "enforcement", "service", "api", "baywarden"},
     "service": {"api", "baywarden"},
     "api": {"baywarden"},
 }

@@ -33,6 +33,9 @@ PUBLIC = {
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("POST", "/api/v1/csms/events"),
+    ("POST", "/api/v1/sources/{name}/reads"),
+    ("POST", "/api/v1/sources/{name}/platerecognizer"),
+    ("POST", "/api/v1/sources/{name}/hikvision"),
     ("PUT", "/ocpi/2.2.1/sessions/{cc}/{party}/{session_id}"),
     ("PATCH", "/ocpi/2.2.1/sessions/{cc}/{party}/{session_id}"),
 }

@@ -1,0 +1,221 @@
+"""Intake of outside plate reads (`sources:` in the config; README "Outside reads").
+
+* `POST /api/v1/sources/{name}/reads`: kind `webhook`, our JSON, signed like the CSMS intake: headers
+  `X-Baywarden-Source: <name>`, `X-Baywarden-Timestamp`, `X-Baywarden-Signature: sha256=<hex
+  HMAC-SHA256(secret, "<timestamp>." + body)>`; a used signature is refused (409).
+* `POST /api/v1/sources/{name}/platerecognizer`: Plate Recognizer's webhook, JSON or multipart
+  (`json` field + `upload` picture).
+* `POST /api/v1/sources/{name}/hikvision`: a Hikvision camera's ISAPI event push (multipart with the
+  `EventNotificationAlert` XML and its pictures, or the XML alone).
+The last two authenticate with the source's secret as `Authorization: Token|Bearer <secret>`, as the
+password of HTTP Basic, or as `?token=` (for devices that can only be given a URL). A refused request
+stores nothing and is counted with its reason (`GET /api/v1/sources`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from api.deps import Ctx, DbSession, Viewer
+from api.limits import IMAGE_BODY
+from api.routes.evidence import read_limited
+from models.settings import SourceSettings
+from models.tables import IntakeReceipt, SourceCounter
+from service.sources import count, find_source, store_reads
+from sources.formats import _json, hikvision_reads, platerecognizer_reads, webhook_reads
+from sources.reads import OutsideRead, SourceError
+
+router = APIRouter(tags=["sources"])
+JSON_LIMIT = 256 * 1024
+
+
+class SourceResult(BaseModel):
+    reads: int
+    events: int
+
+
+class SourceOut(BaseModel):
+    name: str
+    kind: str
+    enabled: bool
+    cameras: dict[str, str]
+    accepted: int
+    rejected: int
+    last_at: datetime | None
+    last_error: str | None
+
+
+def _refuse(ctx: Any, name: str, status: int, reason: str) -> HTTPException:
+    """Count the refusal in its own transaction (the request's is rolled back) and build the error."""
+    try:
+        with ctx.session() as db:
+            if find_source(ctx.settings, name) is not None:
+                count(db, name, ctx.clock(), reason)
+                db.commit()
+    except Exception:  # counting must never turn a 4xx into a 500
+        pass
+    headers = {"WWW-Authenticate": "Basic realm=\"baywarden\""} if status == 401 else None
+    return HTTPException(status, reason, headers=headers)
+
+
+def _source(ctx: Any, name: str, kind: str) -> SourceSettings:
+    source = find_source(ctx.settings, name)
+    if source is None or source.kind != kind:
+        raise HTTPException(404, f"no {kind} source named {name!r} is configured")
+    if not source.enabled:
+        raise _refuse(ctx, name, 403, "this source is disabled in the configuration")
+    return source
+
+
+def _token_ok(request: Request, source: SourceSettings) -> bool:
+    secret = source.secret.get_secret_value()
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    given = None
+    if scheme.lower() in ("token", "bearer"):
+        given = value.strip()
+    elif scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace").partition(":")[2]
+        except (binascii.Error, ValueError):
+            given = None
+    elif "token" in request.query_params:
+        given = request.query_params["token"]
+    return given is not None and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def _signature_ok(ctx: Any, db: Session, request: Request, body: bytes, source: SourceSettings, now: datetime) -> str:
+    """'' when the HMAC headers are right and unused, else the reason."""
+    if request.headers.get("x-baywarden-source") != source.name:
+        return "unsigned request: send X-Baywarden-Source, -Timestamp and -Signature"
+    ts = request.headers.get("x-baywarden-timestamp", "")
+    sig = request.headers.get("x-baywarden-signature", "").removeprefix("sha256=").strip().lower()
+    if not (ts.isascii() and ts.isdigit() and len(ts) <= 12) or not sig:
+        return "missing X-Baywarden-Timestamp or X-Baywarden-Signature"
+    if abs(now.timestamp() - int(ts)) > source.max_skew_s:
+        return "stale or future timestamp: sign each request when you send it"
+    expected = hmac.new(source.secret.get_secret_value().encode(), ts.encode() + b"." + body, hashlib.sha256)
+    if not hmac.compare_digest(expected.hexdigest(), sig):
+        return "bad signature"
+    key = f"source:{source.name}:sig:{hashlib.sha256(sig.encode()).hexdigest()[:40]}"
+    if db.get(IntakeReceipt, key) is not None:
+        return "replayed"
+    db.add(IntakeReceipt(key=key, received_at=now))
+    return ""
+
+
+async def _apply(ctx: Any, db: Session, source: SourceSettings, reads: list[OutsideRead],
+                 now: datetime) -> SourceResult:
+    try:
+        envelopes = store_reads(db, source, reads, now, ctx.settings.evidence_dir)
+    except SourceError as exc:
+        db.rollback()
+        raise _refuse(ctx, source.name, 422, str(exc)) from None
+    count(db, source.name, now)
+    db.commit()
+    for env in envelopes:
+        await ctx.publish(env)
+    return SourceResult(reads=len(reads), events=len(envelopes))
+
+
+@router.post("/api/v1/sources/{name}/reads", response_model=SourceResult)
+async def webhook(name: str, request: Request, ctx: Ctx, db: DbSession) -> SourceResult:
+    """Our signed JSON: `{"id", "camera", "plate", "confidence", "at", "event": "read"|"left"}` or
+    `{"reads": [...]}` (at most 100)."""
+    source = _source(ctx, name, "webhook")
+    now = ctx.clock()
+    body = await read_limited(request, JSON_LIMIT, "source reads")
+    problem = _signature_ok(ctx, db, request, body, source, now)
+    if problem == "replayed":
+        db.rollback()
+        raise _refuse(ctx, name, 409, "replayed request: this signature was already used")
+    if problem:
+        db.rollback()
+        raise _refuse(ctx, name, 401, problem)
+    try:
+        reads = webhook_reads(body, now)
+    except SourceError as exc:
+        db.rollback()
+        raise _refuse(ctx, name, 422, str(exc)) from None
+    return await _apply(ctx, db, source, reads, now)
+
+
+async def _multipart(request: Request) -> list[tuple[str, str, bytes]]:
+    """(field name, file name, bytes) of each part; 422 for a broken or oversized form."""
+    try:
+        form = await request.form(max_files=8, max_fields=16, max_part_size=IMAGE_BODY)
+    except Exception as exc:  # python-multipart's errors: truncated, too many parts, too large
+        raise SourceError(f"unreadable multipart form: {str(exc)[:200]}") from None
+    parts = []
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            parts.append((key, "", value.encode()))
+        else:
+            parts.append((key, value.filename or "", await value.read()))
+    return parts
+
+
+@router.post("/api/v1/sources/{name}/platerecognizer", response_model=SourceResult, max_body_size=IMAGE_BODY)
+async def platerecognizer(name: str, request: Request, ctx: Ctx, db: DbSession) -> SourceResult:
+    """Plate Recognizer's Snapshot or Stream webhook (JSON, or multipart with `json` and `upload`)."""
+    source = _source(ctx, name, "platerecognizer")
+    if not _token_ok(request, source):
+        raise _refuse(ctx, name, 401, "missing or wrong token")
+    now = ctx.clock()
+    try:
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            parts = await _multipart(request)
+            doc = next((b for k, _, b in parts if k == "json"), None)
+            if doc is None:
+                raise SourceError("multipart form without a \"json\" field")
+            image = next((b for k, f, b in parts if k == "upload" or (f and b.startswith(b"\xff\xd8"))), None)
+            reads = platerecognizer_reads(_json(doc), now, image)
+        else:
+            body = await read_limited(request, JSON_LIMIT, "Plate Recognizer webhooks without a picture")
+            reads = platerecognizer_reads(_json(body), now)
+    except SourceError as exc:
+        raise _refuse(ctx, name, 422, str(exc)) from None
+    return await _apply(ctx, db, source, reads, now)
+
+
+@router.post("/api/v1/sources/{name}/hikvision", response_model=SourceResult, max_body_size=IMAGE_BODY)
+async def hikvision(name: str, request: Request, ctx: Ctx, db: DbSession) -> SourceResult:
+    """A Hikvision ISAPI event push: multipart with the `EventNotificationAlert` XML part and pictures
+    (`licensePlatePicture.jpg`, `detectionPicture.jpg`), or the XML alone."""
+    source = _source(ctx, name, "hikvision")
+    if not _token_ok(request, source):
+        raise _refuse(ctx, name, 401, "missing or wrong token")
+    now = ctx.clock()
+    try:
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            parts = await _multipart(request)
+            xml = next((b for _, f, b in parts if b.lstrip().startswith(b"<")), None)
+            if xml is None:
+                raise SourceError("multipart form without an EventNotificationAlert XML part")
+            images = [(f"{k} {f}", b) for k, f, b in parts if b.startswith(b"\xff\xd8")]
+            reads = hikvision_reads(xml, now, images)
+        else:
+            reads = hikvision_reads(await read_limited(request, JSON_LIMIT, "event XML"), now)
+    except SourceError as exc:
+        raise _refuse(ctx, name, 422, str(exc)) from None
+    return await _apply(ctx, db, source, reads, now)
+
+
+@router.get("/api/v1/sources", response_model=list[SourceOut])
+def list_sources(ctx: Ctx, db: DbSession, _: Viewer) -> list[SourceOut]:
+    """The configured sources with what each sent: accepted, rejected, the last time and the last reason."""
+    counters = {c.source: c for c in db.exec(select(SourceCounter))}
+    out = []
+    for s in ctx.settings.sources:
+        c = counters.get(s.name) or SourceCounter(source=s.name)
+        out.append(SourceOut(name=s.name, kind=s.kind, enabled=s.enabled, cameras={m.id: m.bay_id for m in s.cameras},
+                             accepted=c.accepted, rejected=c.rejected, last_at=c.last_at, last_error=c.last_error))
+    return out

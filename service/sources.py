@@ -1,0 +1,165 @@
+"""Outside sources at run time: reads become the same domain events our camera workers produce, stored
+through the event inbox in the request's transaction; derived presences (`sources.presence`) live in
+`source_presences`, one row per bay, locked while a read for that bay is applied."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, select
+
+from models.events import EventEnvelope, Evidence
+from models.eventstore import ingest
+from models.settings import SourceSettings
+from models.tables import SourceCounter, SourcePresence, Transaction
+from sources.formats import camera_ids
+from sources.presence import Held, expire, on_read, unplugged
+from sources.reads import OutsideRead, SourceError
+
+log = logging.getLogger(__name__)
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+
+
+def find_source(settings: Any, name: str) -> SourceSettings | None:
+    return next((s for s in settings.sources if s.name == name), None)
+
+
+def bay_for(source: SourceSettings, read: OutsideRead) -> str | None:
+    ids = {c.id: c.bay_id for c in source.cameras}
+    return next((ids[i] for i in camera_ids(read) if i in ids), None)
+
+
+def _held(row: SourcePresence | None) -> Held | None:
+    if row is None:
+        return None
+    return Held(source=row.source, camera=row.camera, presence_id=row.presence_id, plate=row.plate,
+                confidence=row.confidence, first_seen=row.first_seen, last_seen=row.last_seen)
+
+
+def _lock_presence(db: Session, bay_id: str) -> SourcePresence | None:
+    q = select(SourcePresence).where(SourcePresence.bay_id == bay_id)
+    if db.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return db.exec(q).first()
+
+
+def _write(evidence_dir: Path, rel: Path, data: bytes) -> None:
+    path = Path(evidence_dir) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    except FileExistsError:
+        return  # a replay of the same read: the first copy stays (evidence is write-once)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def save_image(evidence_dir: Path, source: str, read: OutsideRead) -> Evidence:
+    """The read's pictures as evidence (0640, never overwritten): scene as frame, plate as crop."""
+    paths: dict[str, str] = {}
+    for what, data in (("frame", read.image), ("crop", read.crop)):
+        if not data:
+            continue
+        if len(data) > MAX_IMAGE_BYTES or not data.startswith(b"\xff\xd8"):
+            raise SourceError("pictures must be JPEG images of at most 8 MiB")
+        rel = Path("sources") / source / read.at.strftime("%Y-%m-%d") / f"{read.message_id[:64]}-{what}.jpg"
+        _write(evidence_dir, rel, data)
+        paths[f"{what}_path"] = rel.as_posix()
+    return Evidence(**paths)
+
+
+def store_reads(db: Session, source: SourceSettings, reads: list[OutsideRead], now: datetime,
+                evidence_dir: Path) -> list[EventEnvelope]:
+    """Apply reads in the caller's transaction; the envelopes stored (to publish after the commit). A read
+    already stored (same message id) changes nothing. Raises SourceError for an unmapped camera."""
+    stored: list[EventEnvelope] = []
+    for read in reads:
+        bay = bay_for(source, read)
+        if bay is None:
+            raise SourceError(f"camera {read.camera_id!r} is not mapped to a bay in source {source.name!r}")
+        camera = f"{source.name}:{read.camera_id}"[:200]
+        evidence = save_image(evidence_dir, source.name, read)
+        row = _lock_presence(db, bay)
+        events, held = on_read(_held(row), read, source=source.name, camera=camera, bay_id=bay,
+                               timeout_s=source.presence_timeout_s, evidence=evidence)
+        envelopes = [EventEnvelope(event_id=f"src:{source.name}:{read.message_id}:{k}"[:128], event=ev)
+                     for k, ev in enumerate(events)]
+        if not ingest(db, envelopes[0], source=f"source:{source.name}", now=now):
+            continue  # a replay: its events and the presence change were applied the first time
+        for env in envelopes[1:]:
+            ingest(db, env, source=f"source:{source.name}", now=now)
+        stored += envelopes
+        if held is None:
+            if row is not None:
+                db.delete(row)
+        else:
+            row = row or SourcePresence(bay_id=bay, source=held.source, camera=held.camera,
+                                        presence_id=held.presence_id, first_seen=held.first_seen,
+                                        last_seen=held.last_seen)
+            row.source, row.camera, row.presence_id = held.source, held.camera, held.presence_id
+            row.plate, row.confidence = held.plate, held.confidence
+            row.first_seen, row.last_seen = held.first_seen, held.last_seen
+            db.add(row)
+        db.flush()
+    return stored
+
+
+def count(db: Session, source: str, now: datetime, error: str | None = None) -> None:
+    """One more accepted (error None) or rejected request of `source`, in the caller's transaction."""
+    row = db.get(SourceCounter, source) or SourceCounter(source=source)
+    if error is None:
+        row.accepted += 1
+    else:
+        row.rejected += 1
+        row.last_error = error[:500]
+    row.last_at = now
+    db.add(row)
+
+
+def sweep_presences(engine: Any, settings: Any, bays: dict[str, Any], now: datetime) -> list[EventEnvelope]:
+    """Departures of held cars whose cable came out or whose source fell silent past its timeout. Each
+    row is taken with SKIP LOCKED (PostgreSQL), so instances sweeping together never double a departure."""
+    out: list[EventEnvelope] = []
+    try:
+        with Session(engine, expire_on_commit=False) as db:
+            q = select(SourcePresence)
+            if engine.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            for row in db.exec(q):
+                source = find_source(settings, row.source)
+                held = _held(row)
+                assert held is not None
+                ev = None
+                bay = bays.get(row.bay_id)
+                if bay is not None and bay.charge_point_id:
+                    tq = select(Transaction.ended_at).where(
+                        Transaction.charge_point_id == bay.charge_point_id,
+                        Transaction.ended_at != None,  # noqa: E711
+                        Transaction.ended_at >= held.first_seen,  # type: ignore[operator]
+                    )
+                    if bay.evse_id is not None:
+                        tq = tq.where(Transaction.evse_id == bay.evse_id)
+                    if bay.connector_id is not None:
+                        tq = tq.where(Transaction.connector_id == bay.connector_id)
+                    ended = db.exec(tq.order_by(Transaction.ended_at)).first()  # type: ignore[arg-type]
+                    if ended is not None:
+                        ev = unplugged(held, row.bay_id, ended)
+                if ev is None:
+                    timeout = source.presence_timeout_s if source is not None else 0
+                    ev = expire(held, row.bay_id, now, timeout)
+                if ev is None:
+                    continue
+                env = EventEnvelope(event_id=f"src:{row.source}:{row.presence_id}:departed"[:128], event=ev)
+                if ingest(db, env, source=f"source:{row.source}", now=now):
+                    out.append(env)
+                db.delete(row)
+            db.commit()
+    except SQLAlchemyError as exc:
+        log.warning("source presences not swept: %s", str(exc).splitlines()[0])
+        return []
+    return out

@@ -1,0 +1,179 @@
+"""Parsers: one request body of a source's format -> `OutsideRead`s. Each raises `SourceError` with a reason
+an operator can act on; none trusts the sender (sizes, types, XML entities)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from defusedxml import ElementTree as SafeET
+from defusedxml.common import DefusedXmlException
+
+from sources.reads import OutsideRead, SourceError
+
+MAX_READS = 100  # per request
+NO_PLATE = {"", "UNKNOWN", "NOPLATE", "NONE", "NULL"}
+
+
+def normalise(text: object) -> str | None:
+    """A-Z0-9 only, at most 16; None when nothing plate-like is left (or the source says "unknown")."""
+    if not isinstance(text, str):
+        return None
+    plate = re.sub(r"[^A-Z0-9]", "", text.upper())[:16]
+    return None if plate in NO_PLATE else plate
+
+
+def _time(value: object, fallback: datetime) -> datetime:
+    if value is None or value == "":
+        return fallback
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not 0 < value < 1e11:
+            raise SourceError(f"time {value!r} is not a plausible unix time")
+        return datetime.fromtimestamp(float(value), UTC)
+    if not isinstance(value, str) or len(value) > 40:
+        raise SourceError("time must be an ISO 8601 string or unix seconds")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise SourceError(f"time {value[:40]!r} is not ISO 8601") from None
+    if parsed.tzinfo is None:
+        raise SourceError(f"time {value[:40]!r} has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+def _score(value: object, scale: float = 1.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return 0.0
+    try:
+        x = float(value) / scale
+    except ValueError:
+        return 0.0
+    return min(1.0, max(0.0, x)) if x == x else 0.0
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise SourceError("body is not JSON") from None
+
+
+# --- our own signed JSON ------------------------------------------------------------------------
+
+
+def webhook_reads(body: bytes, received_at: datetime) -> list[OutsideRead]:
+    """`{"id", "camera", "plate", "confidence", "at", "event": "read"|"left"}` or `{"reads": [those]}`."""
+    data = _json(body)
+    items = data.get("reads") if isinstance(data, dict) and "reads" in data else [data]
+    if not isinstance(items, list) or not items:
+        raise SourceError("expected a read object or {\"reads\": [...]}")
+    if len(items) > MAX_READS:
+        raise SourceError(f"at most {MAX_READS} reads per request")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise SourceError(f"reads[{i}]: not an object")
+        mid, cam = item.get("id"), item.get("camera")
+        if not isinstance(mid, str) or not 0 < len(mid) <= 128:
+            raise SourceError(f"reads[{i}].id: a string of 1-128 characters is required")
+        if not isinstance(cam, str) or not 0 < len(cam) <= 128:
+            raise SourceError(f"reads[{i}].camera: a string of 1-128 characters is required")
+        event = item.get("event", "read")
+        if event not in ("read", "left"):
+            raise SourceError(f"reads[{i}].event: read or left")
+        out.append(OutsideRead(camera_id=cam, plate=normalise(item.get("plate")), raw_text=str(item.get("plate"))[:64],
+                               confidence=_score(item.get("confidence", 0)), at=_time(item.get("at"), received_at),
+                               message_id=mid, left=event == "left"))
+    return out
+
+
+# --- Plate Recognizer (Snapshot and Stream webhooks) ------------------------------------------------
+
+
+def platerecognizer_reads(data: Any, received_at: datetime, image: bytes | None = None) -> list[OutsideRead]:
+    """Its webhook JSON: `{"hook": {...}, "data": {"camera_id", "timestamp", "results": [{"plate",
+    "score", "dscore", "region": {"code", "score"}}]}}` (the multipart form carries it in a `json` field
+    and the picture in `upload`). Each result is a read; the plate text comes lower-case."""
+    if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+        raise SourceError("expected Plate Recognizer's webhook JSON with a \"data\" object")
+    d = data["data"]
+    cam = d.get("camera_id") or (data.get("hook") or {}).get("target") or "default"
+    if not isinstance(cam, str) or len(cam) > 128:
+        raise SourceError("data.camera_id: a string of at most 128 characters")
+    at = _time(d.get("timestamp"), received_at)
+    results = d.get("results")
+    if not isinstance(results, list):
+        raise SourceError("data.results: a list is required")
+    if len(results) > MAX_READS:
+        raise SourceError(f"at most {MAX_READS} results per request")
+    out = []
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise SourceError(f"data.results[{i}]: not an object")
+        plate = normalise(r.get("plate"))
+        region = r.get("region") if isinstance(r.get("region"), dict) else {}
+        raw = f"{r.get('plate', '')}"[:32] + (f" ({region.get('code')})" if region.get("code") else "")
+        out.append(OutsideRead(camera_id=cam, plate=plate, raw_text=raw, confidence=_score(r.get("score", 0)), at=at,
+                               message_id=_digest("pr", cam, at.isoformat(), plate, i), image=image))
+    return out
+
+
+# --- Hikvision ISAPI ANPR event push ----------------------------------------------------------------
+
+_HIK_NS = re.compile(r"^\{[^}]*\}")
+
+
+def _children(el: Any) -> dict[str, Any]:
+    return {_HIK_NS.sub("", c.tag): c for c in el}
+
+
+def hikvision_reads(xml: bytes, received_at: datetime, images: Iterable[tuple[str, bytes]] = ()) -> list[OutsideRead]:
+    """`EventNotificationAlert` XML (namespace ver20/ver10 or none) with `eventType` ANPR: `ipAddress`,
+    `channelID`, `dateTime` and `ANPR/licensePlate`, `ANPR/confidenceLevel` (0-100). Other event types
+    (heartbeats, video loss) give no read. The camera id is tried as `ip/channel`, then ip, then channel
+    by the caller (`camera_ids`). `licensePlatePicture` is kept as the plate crop, the detection (scene)
+    picture as the frame."""
+    if len(xml) > 256 * 1024:
+        raise SourceError("event XML larger than 256 KiB")
+    try:
+        root = SafeET.fromstring(xml)
+    except DefusedXmlException:
+        raise SourceError("XML with entities or a DTD is refused") from None
+    except SafeET.ParseError as exc:
+        raise SourceError(f"not well-formed XML: {exc}") from None
+    if _HIK_NS.sub("", root.tag) != "EventNotificationAlert":
+        raise SourceError("expected an EventNotificationAlert document")
+    top = _children(root)
+    etype = (top["eventType"].text or "").strip() if "eventType" in top else ""
+    if etype.upper() != "ANPR":
+        return []
+    anpr = _children(top["ANPR"]) if "ANPR" in top else {}
+    plate_el = anpr.get("licensePlate")
+    raw = (plate_el.text or "").strip()[:64] if plate_el is not None else ""
+    conf_el = anpr.get("confidenceLevel")
+    ip = (top["ipAddress"].text or "").strip() if "ipAddress" in top else ""
+    channel = (top["channelID"].text or "").strip() if "channelID" in top else ""
+    when = (top["dateTime"].text or "").strip() if "dateTime" in top else None
+    at = _time(when, received_at)
+    pictures = list(images)
+    crop = next((b for n, b in pictures if "plate" in n.lower()), None)
+    image = next((b for n, b in pictures if "plate" not in n.lower()), None)
+    return [OutsideRead(camera_id=f"{ip}/{channel}", plate=normalise(raw), raw_text=raw,
+                        confidence=_score(conf_el.text if conf_el is not None else 0, 100.0), at=at,
+                        message_id=_digest("hik", ip, channel, at.isoformat(), raw), image=image, crop=crop)]
+
+
+def camera_ids(read: OutsideRead) -> list[str]:
+    """The ids a source's settings may name this read's camera by (Hikvision: `ip/channel`, ip, channel)."""
+    if "/" in read.camera_id:
+        ip, _, channel = read.camera_id.partition("/")
+        return [read.camera_id, ip, channel]
+    return [read.camera_id]
