@@ -17,10 +17,8 @@ from anpr.ocr import RapidOcrBackend
 from anpr.recognizer import PlateRecognizer
 from anpr.train import DEFAULT_ONNX
 from anpr.types import PlateCandidate
+from tests.conftest import DATASETS
 
-DATASETS = Path(
-    os.environ.get("BAYWARDEN_DATASETS", Path(__file__).resolve().parents[2].parent / "shared" / "datasets")
-)
 DEV = DATASETS / "plates-dev"
 MODEL = Path(os.environ.get(DETECTOR_PATH_ENV, DEFAULT_ONNX))
 REPO = Path(__file__).resolve().parents[2]

@@ -17,10 +17,8 @@ from anpr.ocr import RapidOcrBackend, make_ocr
 from anpr.recognizer import PlateRecognizer, crop_box, iou, pool_reads, split_two_lines
 from anpr.train import DEFAULT_ONNX
 from anpr.types import PlateCandidate, Recognizer
+from tests.conftest import DATASETS
 
-DATASETS = Path(
-    os.environ.get("BAYWARDEN_DATASETS", Path(__file__).resolve().parents[2].parent / "shared" / "datasets")
-)
 DEV = DATASETS / "plates-dev"
 MODEL = Path(os.environ.get(DETECTOR_PATH_ENV, DEFAULT_ONNX))
 needs_model = pytest.mark.skipif(not MODEL.is_file(), reason=f"plate detector not present: {MODEL}")
