@@ -31,7 +31,7 @@ from enforcement.config import effective, sync_config_bays
 from enforcement.service import EnforcementService, camera_zones
 from models.events import EventEnvelope
 from models.leases import LeaseLost, shard_of
-from models.tables import BayRow, Camera, ConsumerCursor, RuntimeSetting, StoredEvent
+from models.tables import Alert, BayRow, BayStateRow, Camera, ConsumerCursor, RuntimeSetting, StoredEvent
 from service.camera_config import sync_config_cameras
 from service.context import AppContext
 from service.fleet import engine_lease
@@ -93,11 +93,35 @@ class EnforcementComponent:
             cams = list(db.exec(select(Camera)))
             self._config_mark = self._read_config_mark(db)
         service = EnforcementService(self.ctx.engine, cfg, camera_zones(cams), self.ctx.clock, self.notify)
+        self._flag_removed_bays({b.bay_id for b in cfg.bays})
         groups: list[set[str]] = [set() for _ in range(self.shards)]
         for bay in cfg.bays:
             groups[shard_of(bay.site, self.shards)].add(bay.bay_id)
         self.shard_bays = [frozenset(g) for g in groups]
         return service
+
+    def _flag_removed_bays(self, configured: set[str]) -> None:
+        """A bay removed (from the file or by an operator) while a car was in it: its visit is kept as it
+        was (its timers wait, in case the bay comes back) and operators get one alert per bay, not an
+        error every sweep. The instance leading shard 0 does it, so a fleet raises it once."""
+        if self.leases is not None and self.leases.holds(lease_name(0)) is None:
+            return
+        now = self.ctx.clock()
+        with self.ctx.session() as db:
+            for row in db.exec(select(BayStateRow)):
+                if row.bay_id in configured or not (row.state or {}).get("visit"):
+                    continue
+                open_alert = db.exec(select(Alert).where(Alert.kind == "bay_removed", Alert.subject == row.bay_id)
+                                     .where(Alert.acknowledged_at == None)).first()  # noqa: E711
+                if open_alert is not None:
+                    continue
+                plate = (row.state["visit"] or {}).get("plate") or "unknown plate"
+                db.add(Alert(at=now, kind="bay_removed", severity="warning", subject=row.bay_id[:128],
+                             title=f"Bay {row.bay_id} was removed while a car ({plate}) was in it",
+                             detail="Its visit is kept as it was and no penalty is raised for it while the bay is "
+                                    "not configured; add the bay again to go on, or close the visit by hand."))
+                log.warning("bay %s is no longer configured but holds an open visit; operators alerted", row.bay_id)
+            db.commit()
 
     @staticmethod
     def _read_config_mark(db: Session) -> tuple[Any, ...]:

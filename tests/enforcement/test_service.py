@@ -153,3 +153,39 @@ def test_unknown_bay_raises_one_alert(env):
          arrive(2, t0 + timedelta(minutes=1), "AB123CE", bay="B9"))
     comp.drain()
     assert [a.kind for a in rows(settings, Alert)] == ["unknown_bay"]
+
+
+def test_a_bay_removed_with_a_car_in_it_is_one_alert_and_the_engine_goes_on(env):
+    """Issue 18 row 3: a bay no longer configured while its visit is open used to log KeyError every
+    sweep, forever. Now: one operator alert, the visit kept, the other bays applied as before."""
+    from models.tables import Alert, BayStateRow
+
+    settings, client, clock, comp, auth, _ = env
+    t0 = clock()
+    post(client, auth, arrive(1, t0, "AB123CD"), ev("tx1", "transaction_started", t0 + timedelta(minutes=1),
+                                                     charge_point_id="CP1", transaction_id="T1", connector_id=1),
+         ev("idle1", "charging_idle", t0 + timedelta(minutes=5), charge_point_id="CP1", transaction_id="T1",
+            connector_id=1, reason="SuspendedEV"))
+    comp.drain()
+    ctx = client.app.state.ctx
+    without_b1 = settings.enforcement.model_copy(update={"bays": [b for b in settings.enforcement.bays
+                                                                  if b.bay_id != "B1"]})
+    ctx.settings = settings.model_copy(update={"enforcement": without_b1})
+    from enforcement.config import sync_config_bays
+    from models.db import make_engine as _engine
+
+    eng = _engine(settings.db_url)
+    with Session(eng) as db:
+        sync_config_bays(db, without_b1, clock())
+    eng.dispose()
+    comp.service = comp._build(sync=False)
+    comp.service = comp._build(sync=False)  # a reload: still one alert
+    clock.advance(hours=2)
+    comp.service.sweep(only=comp.shard_bays[0])  # B1's timers wait; nothing raises
+    post(client, auth, arrive(2, clock(), "XY999ZZ", bay="B2"))
+    comp.drain()
+    alerts = [a for a in rows(settings, Alert) if a.kind == "bay_removed"]
+    assert len(alerts) == 1 and alerts[0].subject == "B1" and "AB123CD" in alerts[0].title
+    states = {r.bay_id: r.state for r in rows(settings, BayStateRow)}
+    assert states["B1"]["visit"]["plate"] == "AB123CD"  # kept
+    assert states["B2"]["visit"]["plate"] == "XY999ZZ"  # the engine goes on
