@@ -146,6 +146,14 @@ def _apply_charger(db: Session, ev: object) -> bool:
         return False
     _touch_charger(db, ev.charge_point_id, ev.at)
     tx = db.get(Transaction, (ev.charge_point_id, ev.transaction_id))
+    if tx is not None and tx.ended_at is not None:
+        if isinstance(ev, TransactionStarted) and ev.at > tx.ended_at:
+            _archive(db, tx)  # the id is used again: a new transaction, the finished one kept as it was
+            tx = None
+        else:
+            return True  # a finished transaction is never rewritten (late or repeated messages)
+    elif tx is not None and ev.at < tx.started_at and _of_an_archived_run(db, ev):
+        return True  # a late message of an earlier transaction that used the same id
     if tx is None:
         tx = Transaction(charge_point_id=ev.charge_point_id, transaction_id=ev.transaction_id, started_at=ev.at,
                          updated_at=ev.at)
@@ -177,3 +185,21 @@ def _apply_charger(db: Session, ev: object) -> bool:
     active = tx.transaction_id if tx.ended_at is None else None
     _connector(db, ev.charge_point_id, tx.evse_id, tx.connector_id, status, active, ev.at)
     return True
+
+
+def _of_an_archived_run(db: Session, ev: object) -> bool:
+    cp, tx_id, at = ev.charge_point_id, ev.transaction_id, ev.at  # type: ignore[attr-defined]
+    q = (select(Transaction.ended_at).where(Transaction.charge_point_id == cp)
+         .where(Transaction.transaction_id.startswith(f"{tx_id}@")))  # type: ignore[attr-defined]
+    return any(ended is not None and ended >= at for ended in db.exec(q))
+
+
+def _archive(db: Session, tx: Transaction) -> None:
+    """Keep a finished transaction under `<id>@<end time>` so that its id can start a new one."""
+    assert tx.ended_at is not None
+    suffix = "@" + tx.ended_at.strftime("%Y%m%dT%H%M%SZ")
+    old = Transaction(**{**tx.model_dump(), "transaction_id": (tx.transaction_id[: 64 - len(suffix)] + suffix)})
+    db.delete(tx)
+    db.flush()
+    db.add(old)
+    db.flush()

@@ -40,11 +40,20 @@ class ChargingRules:
         if not mine and not s.owns_evse(ev.charge_point_id, ev.evse_id, ev.connector_id):
             return
         if key in s.closed_txs:
-            return
+            ended = s.closed_tx_ends.get(key)
+            if not (isinstance(ev, TransactionStarted) and ended is not None and t > ended):
+                return  # a duplicate or late message of a finished transaction
+            # The id was used again after its transaction ended: a new transaction, the old one untouched
+            # (its end stays remembered, so a late message of the old run is told apart).
+            self._set(closed_txs=tuple(k for k in s.closed_txs if k != key))
+            s = self.state
         if not mine and tx is not None and t < tx.started_at:
             return  # older than the transaction the outlet has now: never let it supersede a newer one
         if isinstance(ev, TransactionStarted):
             if tx is not None and mine:
+                earlier_run = s.closed_tx_ends.get(key)
+                if earlier_run is not None and t <= earlier_run:
+                    return  # the start of the earlier transaction that used this id, arriving late
                 if t < tx.started_at:  # the start came after a later event: keep its own, earlier time
                     self._set(tx=tx.model_copy(update={"started_at": t}))
                 return
@@ -204,7 +213,9 @@ class ChargingRules:
                     # the cable was the only proof of presence since the outage: look for the car again
                     self._schedule("presence_check", t + timedelta(minutes=v.rules.camera_recover_min))
         if not keep:
-            self._set(tx=None, closed_txs=_remember(self.state.closed_txs, tx.key))
+            closed = _remember(self.state.closed_txs, tx.key)
+            ends = dict(list(self.state.closed_tx_ends.items())[-32:])  # bounded like closed_txs
+            self._set(tx=None, closed_txs=closed, closed_tx_ends={**ends, tx.key: t})
 
     def on_available(self, ev: ConnectorAvailable, t: datetime) -> None:
         s = self.state

@@ -166,6 +166,9 @@ class BayState(_Frozen):
     camera_status: tuple[CameraStatus, ...] = ()
     closed_presences: tuple[str, ...] = ()
     closed_txs: tuple[str, ...] = ()
+    # When each remembered transaction ended: a start of the same id after that is a new transaction
+    # (a CSMS that restarted its counter, a charger after a factory reset), not a duplicate.
+    closed_tx_ends: dict[str, AwareDatetime] = Field(default_factory=dict)
     last_departed_at: AwareDatetime | None = None
 
     def owns_evse(self, charge_point_id: str, evse_id: int | None, connector_id: int | None) -> bool:

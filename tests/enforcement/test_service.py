@@ -189,3 +189,38 @@ def test_a_bay_removed_with_a_car_in_it_is_one_alert_and_the_engine_goes_on(env)
     states = {r.bay_id: r.state for r in rows(settings, BayStateRow)}
     assert states["B1"]["visit"]["plate"] == "AB123CD"  # kept
     assert states["B2"]["visit"]["plate"] == "XY999ZZ"  # the engine goes on
+
+
+def test_a_reused_transaction_id_starts_a_new_transaction_and_never_rewrites_the_finished_one(env):
+    """Issue 18 row 2: a CSMS that restarts its counter (or a charger after a factory reset) gives a new
+    session an id already used; the new visit links it, and the finished transaction keeps its times."""
+    from models.tables import Transaction, VisitRow
+
+    settings, client, clock, comp, auth, _ = env
+    t0 = clock()
+    tx = {"charge_point_id": "CP1", "transaction_id": "1004", "connector_id": 1}
+    post(client, auth, arrive(1, t0, "AB123CD"), ev("s1", "transaction_started", t0 + timedelta(minutes=1), **tx),
+         ev("e1", "transaction_ended", t0 + timedelta(minutes=30), reason="EVDisconnected", **tx),
+         ev("d1", "vehicle_departed", t0 + timedelta(minutes=31), presence_id="p1", camera="gate", bay_id="B1",
+            plate="AB123CD", first_seen=t0.isoformat(), last_seen=(t0 + timedelta(minutes=31)).isoformat()))
+    clock.advance(hours=2)
+    t1 = clock()
+    post(client, auth, arrive(2, t1, "XY999ZZ"), ev("s2", "transaction_started", t1 + timedelta(minutes=1), **tx),
+         ev("s1-again", "transaction_started", t0 + timedelta(minutes=1), **tx))  # a late duplicate of run 1
+    comp.drain()
+    post(client, auth, ev("e2", "transaction_ended", t1 + timedelta(minutes=20), reason="EVDisconnected", **tx))
+    comp.drain()
+    txs = sorted((r.transaction_id, r.started_at, r.ended_at) for r in rows(settings, Transaction))
+    assert len(txs) == 2
+    first = next(r for r in txs if r[0] != "1004")
+    assert first[0].startswith("1004@") and first[1] == t0 + timedelta(minutes=1)
+    assert first[2] == t0 + timedelta(minutes=30)  # run 1's end did not move
+    second = next(r for r in txs if r[0] == "1004")
+    assert second[1] == t1 + timedelta(minutes=1) and second[2] == t1 + timedelta(minutes=20)
+    visits = {v.plate: v.data for v in rows(settings, VisitRow)}
+    assert visits["XY999ZZ"]["tx"]["transaction_id"] == "1004"  # the new visit has its session
+    assert visits["AB123CD"]["tx"]["transaction_id"] == "1004"
+    from models.tables import BayStateRow
+
+    (state,) = [r.state for r in rows(settings, BayStateRow) if r.bay_id == "B1"]
+    assert state["tx"] is None or state["tx"]["started_at"].startswith(t1.date().isoformat())
