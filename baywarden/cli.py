@@ -520,10 +520,13 @@ def demo(
 
     from sqlmodel import Session, select
 
-    from baywarden.demo import DemoOptions, DemoStack
+    from baywarden.demo import DemoOptions, DemoStack, missing_prerequisites
     from models.db import make_engine
     from models.tables import Penalty, VisitRow
 
+    missing = missing_prerequisites(workdir)
+    if missing:
+        fail("the demo needs: " + "; ".join(missing), 2)
     setup_logging("WARNING", "demo")
     stack = DemoStack(workdir.resolve(), DemoOptions(port=port), say=lambda line: typer.echo(f"demo: {line}"))
     try:

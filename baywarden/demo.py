@@ -32,6 +32,27 @@ PLATE = "M5XSX"  # the plate in the clip's source photo (plates-dev eu1.jpg)
 _ports_given: set[int] = set()
 
 
+def missing_prerequisites(workdir: Path) -> list[str]:
+    """What the demo needs and this machine lacks, one line each with how to get it (empty: all there)."""
+    import importlib.util
+
+    missing = []
+    if importlib.util.find_spec("aiosmtpd") is None:
+        missing.append('the demo\'s mail server: .venv/bin/pip install -e ".[demo]"')
+    have_clip = any(Path(workdir).glob("demo_*s_v2.mp4"))
+    if not have_clip and shutil.which("ffmpeg") is None:
+        missing.append("ffmpeg, to build the camera clip: sudo apt-get install ffmpeg")
+    photo = REPO.parent / "shared" / "datasets" / "plates-dev" / "images" / "eu1.jpg"
+    if not have_clip and not photo.is_file():
+        missing.append(f"the clip's source photo {photo} (../shared/datasets beside the repository)")
+    gi = subprocess.run(["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+                        capture_output=True) if Path("/usr/bin/python3").exists() else None
+    if gi is None or gi.returncode != 0:
+        missing.append("GStreamer's RTSP server: sudo apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+                       "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav")
+    return missing
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 now and never given out before by this process: once the probing
     socket is closed the kernel may hand the same port to the next bind(0), and two parts told to

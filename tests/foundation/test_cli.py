@@ -153,3 +153,20 @@ def test_run_serves_and_stops_cleanly(tmp_path):
     # Parts stop in reverse order and the log never shows the admin password.
     assert "stopping scheduler" in err and password not in err
     assert (Path(tmp_path) / "data" / "baywarden.db").exists()
+
+
+def test_demo_names_what_it_is_missing_in_one_line(tmp_path, monkeypatch):
+    """Issue 18 row 1: `baywarden demo` after the README's install crashed with ModuleNotFoundError."""
+    import importlib.util
+    import shutil as _shutil
+
+    import baywarden.demo as demo
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiosmtpd" else real(name, *a))
+    monkeypatch.setattr(_shutil, "which", lambda name: None)
+    monkeypatch.setattr(demo, "REPO", tmp_path / "repo")  # no ../shared beside it
+    missing = demo.missing_prerequisites(tmp_path / "demo-data")
+    assert any('pip install -e ".[demo]"' in m for m in missing)
+    assert any("apt-get install ffmpeg" in m for m in missing)
+    assert any("shared/datasets" in m for m in missing)
