@@ -350,6 +350,10 @@ class Settings(BaseSettings):
     mail: MailSettings | None = Field(None, description="Outgoing mail server; no e-mail is sent without it.")
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     cameras: list[CameraSettings] = Field(default_factory=list)
+    camera_down_alert_s: int = Field(
+        60, ge=10, le=86400, description="A camera without pictures this long raises one operator alert "
+        "(closed when it is back).",
+    )
     csms_intakes: list[CsmsIntakeSettings] = Field(
         default_factory=list, description="CSMSs allowed to post events to /api/v1/csms/events and OCPI."
     )

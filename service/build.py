@@ -72,7 +72,10 @@ def build_context(
             from anpr.factory import RecognizerSpec
             from service.camera_control import CameraComponent
 
-            components.append(CameraComponent(ctx, recognizer or RecognizerSpec.from_settings(settings.anpr)))
+            cameras = CameraComponent(ctx, recognizer or RecognizerSpec.from_settings(settings.anpr))
+            components.append(cameras)
+            if scheduler is not None:
+                scheduler.add_job("camera-health", cameras.check_health, 5)
         if settings.components.relay:
             from service.relay_control import RelayComponent
 

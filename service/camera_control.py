@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import HTTPException
@@ -21,11 +22,14 @@ from sqlmodel import select
 from models.events import EventEnvelope
 from models.eventstore import ingest
 from models.leases import PgLeases
-from models.tables import Camera
+from models.tables import Alert, Camera
 from service.camera_config import sync_config_cameras, to_settings
 from service.context import AppContext
 
 log = logging.getLogger(__name__)
+
+
+CAMERA_DOWN = "camera_unreachable"
 
 
 def camera_lease(name: str) -> str:
@@ -44,6 +48,8 @@ class CameraComponent:
         self.stored = 0
         self.failed = 0
         self._camera_list: list[Any] = []
+        self._down_since: dict[str, datetime] = {}
+        self._alerted: set[str] = set()
         self._leased: set[str] = set()
         self._stopped_by_hand: set[str] = set()
         self._halt = threading.Event()
@@ -107,6 +113,60 @@ class CameraComponent:
         for name in list(self._leased):
             await asyncio.to_thread(self.ctx.leases.release, camera_lease(name))
         self._leased.clear()
+
+    # --- health: a camera without pictures for a while is an operator alert -----------------------
+
+    def check_health(self) -> int:
+        """Scheduler job. A started camera that has been connecting or reconnecting for longer than
+        `camera_down_alert_s` raises one alert; when it delivers pictures again the alert is closed by
+        the system and an info alert says so. Returns the alerts raised or closed."""
+        sup = self.supervisor
+        if sup is None:
+            return 0
+        now = self.ctx.clock()
+        limit = timedelta(seconds=self.ctx.settings.camera_down_alert_s)
+        changed = 0
+        for st in sup.status():
+            down = st.state in ("starting", "reconnecting") and sup.is_wanted(st.name)
+            if down:
+                since = self._down_since.setdefault(st.name, now)
+                if now - since >= limit and st.name not in self._alerted:
+                    changed += self._raise_down(st.name, since, st.detail, now)
+                    self._alerted.add(st.name)
+                continue
+            self._down_since.pop(st.name, None)
+            if st.state == "running" and st.name in self._alerted:
+                changed += self._close_down(st.name, now)
+            if st.state in ("running", "stopped", "failed"):
+                self._alerted.discard(st.name)
+        return changed
+
+    def _raise_down(self, name: str, since: datetime, detail: str, now: datetime) -> int:
+        with self.ctx.session() as db:
+            exists = db.exec(select(Alert).where(Alert.kind == CAMERA_DOWN, Alert.subject == name[:128])
+                             .where(Alert.acknowledged_at == None)).first()  # noqa: E711
+            if exists is not None:
+                return 0
+            secs = int((now - since).total_seconds())
+            db.add(Alert(at=now, kind=CAMERA_DOWN, severity="warning", subject=name[:128],
+                         title=f"Camera {name} has delivered no picture for {secs} s",
+                         detail=(detail or "no detail from the worker")[:2000]))
+            db.commit()
+        log.warning("camera %s: no picture for %s s, operators alerted", name, int((now - since).total_seconds()))
+        return 1
+
+    def _close_down(self, name: str, now: datetime) -> int:
+        with self.ctx.session() as db:
+            rows = list(db.exec(select(Alert).where(Alert.kind == CAMERA_DOWN, Alert.subject == name[:128])
+                                .where(Alert.acknowledged_at == None)))  # noqa: E711
+            for row in rows:
+                row.acknowledged_at, row.acknowledged_by = now, "system"
+                db.add(row)
+            if rows:
+                db.add(Alert(at=now, kind="camera_up", severity="info", subject=name[:128],
+                             title=f"Camera {name} delivers pictures again"))
+            db.commit()
+        return len(rows)
 
     # --- fleet: one worker per camera across the instances ---------------------------------------
 
