@@ -239,10 +239,18 @@ class SourceSettings(Strict):
     here; each read becomes the same events our own camera workers produce (see README "Outside reads")."""
 
     name: str = Field(..., pattern=r"^[a-z0-9_-]{1,64}$", description="Unique; part of the intake URL.")
-    kind: Literal["webhook", "platerecognizer", "hikvision"] = Field(
+    kind: Literal["webhook", "platerecognizer", "hikvision", "ftp"] = Field(
         ..., description="webhook: our signed JSON; platerecognizer: its webhook JSON or multipart; "
-        "hikvision: ISAPI ANPR event push (multipart XML + pictures).",
+        "hikvision: ISAPI ANPR event push (multipart XML + pictures); ftp: the camera uploads a JPEG whose "
+        "file name carries the plate (ftp: settings, user = the source's name, password = its secret).",
     )
+    file_pattern: str | None = Field(
+        None, max_length=300,
+        description="ftp: regular expression over the uploaded file's name with the named groups plate "
+        "(required), time and camera (optional), e.g. ^(?P<camera>[^_]+)_(?P<time>\\d{14})_(?P<plate>[A-Z0-9]+)\\.jpg$",
+    )
+    time_format: str = Field("%Y%m%d%H%M%S", max_length=40, description="ftp: strptime format of the time group.")
+    utc_offset_min: int = Field(0, ge=-840, le=840, description="ftp: the camera clock's offset from UTC (minutes).")
     secret: SecretStr = Field(
         ..., description="webhook: the HMAC key; others: the token (Authorization: Token/Bearer, the password of "
         "HTTP Basic, or ?token= for devices that can only be given a URL).",
@@ -263,10 +271,34 @@ class SourceSettings(Strict):
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> SourceSettings:
+        import re
+
         ids = [c.id for c in self.cameras]
         if len(ids) != len(set(ids)):
             raise ValueError("camera ids must be unique within a source")
+        if self.kind == "ftp":
+            if not self.file_pattern:
+                raise ValueError("an ftp source needs file_pattern (a regular expression with a plate group)")
+            try:
+                groups = re.compile(self.file_pattern).groupindex
+            except re.error as exc:
+                raise ValueError(f"file_pattern: {exc}") from None
+            if "plate" not in groups:
+                raise ValueError("file_pattern needs a named group (?P<plate>...)")
+            if "camera" not in groups and len(self.cameras) != 1:
+                raise ValueError("without a camera group in file_pattern the source maps exactly one camera")
         return self
+
+
+class FtpSettings(Strict):
+    """The FTP intake for cameras that can only upload pictures (sources of kind ftp)."""
+
+    host: str = Field("127.0.0.1", description="Listen address.")
+    port: int = Field(2121, ge=1, le=65535, description="Control port.")
+    passive_ports: str = Field(
+        "30000-30009", pattern=r"^\d{1,5}-\d{1,5}$", description="Passive data ports (open them in the firewall)."
+    )
+    max_file_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest upload kept.")
 
 
 class HaSettings(Strict):
@@ -344,6 +376,7 @@ class Settings(BaseSettings):
     anpr: AnprSettings = Field(default_factory=AnprSettings)
     enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
     ha: HaSettings = Field(default_factory=HaSettings)
+    ftp: FtpSettings | None = Field(None, description="Run the FTP intake (sources of kind ftp).")
     sources: list[SourceSettings] = Field(
         default_factory=list, max_length=200, description="Outside plate readers posting to /api/v1/sources/NAME/...",
     )

@@ -76,6 +76,10 @@ def build_context(
             components.append(cameras)
             if scheduler is not None:
                 scheduler.add_job("camera-health", cameras.check_health, 5)
+        if settings.ftp is not None and any(s.kind == "ftp" for s in settings.sources):
+            from service.ftp_intake import FtpIntakeComponent
+
+            components.append(FtpIntakeComponent(ctx))
         if settings.components.relay:
             from service.relay_control import RelayComponent
 

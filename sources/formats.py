@@ -16,6 +16,7 @@ from defusedxml.common import DefusedXmlException
 from sources.reads import OutsideRead, SourceError
 
 MAX_READS = 100  # per request
+UNKNOWN_CONFIDENCE = 0.5  # a source that gives no score: below every review threshold
 NO_PLATE = {"", "UNKNOWN", "NOPLATE", "NONE", "NULL"}
 
 
@@ -177,3 +178,37 @@ def camera_ids(read: OutsideRead) -> list[str]:
         ip, _, channel = read.camera_id.partition("/")
         return [read.camera_id, ip, channel]
     return [read.camera_id]
+
+
+# --- FTP uploads: the plate (and time, camera) in the file name -------------------------------------
+
+
+def filename_read(name: str, data: bytes, pattern: str, time_format: str, utc_offset_min: int,
+                  default_camera: str, received_at: datetime) -> OutsideRead:
+    """One uploaded picture; its name must match the source's `file_pattern` (groups plate, time, camera)."""
+    from datetime import timedelta
+
+    base = name.rsplit("/", 1)[-1]
+    m = re.fullmatch(pattern, base)
+    if m is None:
+        raise SourceError(f"file name {base[:120]!r} does not match the source's file_pattern")
+    groups = m.groupdict()
+    at = received_at
+    if groups.get("time"):
+        try:
+            local = datetime.strptime(groups["time"], time_format)
+        except ValueError:
+            raise SourceError(f"time {groups['time']!r} does not match time_format {time_format!r}") from None
+        at = (local - timedelta(minutes=utc_offset_min)).replace(tzinfo=UTC)
+    if not data.startswith(b"\xff\xd8"):
+        raise SourceError("the uploaded file is not a JPEG picture")
+    camera = groups.get("camera") or default_camera
+    plate = normalise(groups.get("plate"))
+    # A name rarely carries the camera's score: unknown is 0.5, below any review threshold, so what such a
+    # camera reads never fines anyone without an operator looking at the picture.
+    score = groups.get("confidence")
+    confidence = (_score(score, 100.0 if float(score) > 1 else 1.0) if score and score.replace(".", "", 1).isdigit()
+                  else UNKNOWN_CONFIDENCE)
+    return OutsideRead(camera_id=camera, plate=plate, raw_text=str(groups.get("plate"))[:64],
+                       confidence=confidence if plate else 0.0, at=at,
+                       message_id=_digest("ftp", base, len(data), hashlib.sha256(data).hexdigest()), image=data)
