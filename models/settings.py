@@ -239,10 +239,15 @@ class SourceSettings(Strict):
     here; each read becomes the same events our own camera workers produce (see README "Outside reads")."""
 
     name: str = Field(..., pattern=r"^[a-z0-9_-]{1,64}$", description="Unique; part of the intake URL.")
-    kind: Literal["webhook", "platerecognizer", "hikvision", "ftp"] = Field(
+    kind: Literal["webhook", "platerecognizer", "hikvision", "ftp", "frigate"] = Field(
         ..., description="webhook: our signed JSON; platerecognizer: its webhook JSON or multipart; "
         "hikvision: ISAPI ANPR event push (multipart XML + pictures); ftp: the camera uploads a JPEG whose "
-        "file name carries the plate (ftp: settings, user = the source's name, password = its secret).",
+        "file name carries the plate (ftp: settings, user = the source's name, password = its secret); frigate: "
+        "Frigate's MQTT events (mqtt: settings).",
+    )
+    topic: str = Field("frigate", pattern=r"^[A-Za-z0-9_/-]{1,100}$", description="frigate: its MQTT topic prefix.")
+    frigate_url: str | None = Field(
+        None, pattern=r"^https?://[^\s]+$", description="frigate: its HTTP API, to fetch each event's snapshot."
     )
     file_pattern: str | None = Field(
         None, max_length=300,
@@ -251,9 +256,9 @@ class SourceSettings(Strict):
     )
     time_format: str = Field("%Y%m%d%H%M%S", max_length=40, description="ftp: strptime format of the time group.")
     utc_offset_min: int = Field(0, ge=-840, le=840, description="ftp: the camera clock's offset from UTC (minutes).")
-    secret: SecretStr = Field(
-        ..., description="webhook: the HMAC key; others: the token (Authorization: Token/Bearer, the password of "
-        "HTTP Basic, or ?token= for devices that can only be given a URL).",
+    secret: SecretStr | None = Field(
+        None, description="webhook: the HMAC key; others: the token (Authorization: Token/Bearer, the password of "
+        "HTTP Basic, or ?token= for devices that can only be given a URL). frigate: none (the broker's login).",
     )
     cameras: list[SourceCamera] = Field(..., min_length=1, max_length=500, description="Source camera ids to bays.")
     presence_timeout_s: int = Field(
@@ -264,8 +269,8 @@ class SourceSettings(Strict):
 
     @field_validator("secret")
     @classmethod
-    def _long_secret(cls, v: SecretStr) -> SecretStr:
-        if len(v.get_secret_value()) < 16:
+    def _long_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
             raise ValueError("at least 16 characters")
         return v
 
@@ -276,6 +281,8 @@ class SourceSettings(Strict):
         ids = [c.id for c in self.cameras]
         if len(ids) != len(set(ids)):
             raise ValueError("camera ids must be unique within a source")
+        if self.kind != "frigate" and self.secret is None:
+            raise ValueError(f"a {self.kind} source needs a secret (at least 16 characters)")
         if self.kind == "ftp":
             if not self.file_pattern:
                 raise ValueError("an ftp source needs file_pattern (a regular expression with a plate group)")
@@ -299,6 +306,21 @@ class FtpSettings(Strict):
         "30000-30009", pattern=r"^\d{1,5}-\d{1,5}$", description="Passive data ports (open them in the firewall)."
     )
     max_file_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest upload kept.")
+
+
+class MqttSettings(Strict):
+    """The MQTT broker: Frigate's events come from it (sources of kind frigate), Baywarden publishes on it."""
+
+    host: str = Field("127.0.0.1", max_length=255, description="Broker address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    username: str | None = Field(None, max_length=128, description="Broker login.")
+    password: SecretStr | None = Field(None, description="Broker password.")
+    tls: bool = Field(False, description="Connect with TLS (system CA store).")
+    client_id: str = Field("baywarden", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Base of the client id.")
+    topic_prefix: str = Field("baywarden", pattern=r"^[A-Za-z0-9_/-]{1,100}$", description="Where Baywarden publishes.")
+    publish: bool = Field(True, description="Publish bay states and alerts (retained states, HA discovery).")
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_/-]{1,100}$", description="HA discovery.")
+    plates: Literal["masked", "full"] = Field("masked", description="Plates in published messages.")
 
 
 class HaSettings(Strict):
@@ -377,6 +399,7 @@ class Settings(BaseSettings):
     enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
     ha: HaSettings = Field(default_factory=HaSettings)
     ftp: FtpSettings | None = Field(None, description="Run the FTP intake (sources of kind ftp).")
+    mqtt: MqttSettings | None = Field(None, description="MQTT broker (Frigate sources, publishing states).")
     sources: list[SourceSettings] = Field(
         default_factory=list, max_length=200, description="Outside plate readers posting to /api/v1/sources/NAME/...",
     )

@@ -76,6 +76,10 @@ def build_context(
             components.append(cameras)
             if scheduler is not None:
                 scheduler.add_job("camera-health", cameras.check_health, 5)
+        if settings.mqtt is not None:
+            from service.mqtt import MqttComponent
+
+            components.append(MqttComponent(ctx))
         if settings.ftp is not None and any(s.kind == "ftp" for s in settings.sources):
             from service.ftp_intake import FtpIntakeComponent
 

@@ -37,7 +37,7 @@ class FtpIntakeComponent:
         cfg = ctx.settings.ftp
         authorizer = DummyAuthorizer()
         for source in ctx.settings.sources:
-            if source.kind != "ftp" or not source.enabled:
+            if source.kind != "ftp" or not source.enabled or source.secret is None:
                 continue
             home = self.root / source.name
             home.mkdir(parents=True, exist_ok=True)

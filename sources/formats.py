@@ -212,3 +212,56 @@ def filename_read(name: str, data: bytes, pattern: str, time_format: str, utc_of
     return OutsideRead(camera_id=camera, plate=plate, raw_text=str(groups.get("plate"))[:64],
                        confidence=confidence if plate else 0.0, at=at,
                        message_id=_digest("ftp", base, len(data), hashlib.sha256(data).hexdigest()), image=data)
+
+
+# --- Frigate over MQTT -------------------------------------------------------------------------------
+
+FRIGATE_VEHICLES = {"car", "motorcycle", "bus", "truck", "van", "license_plate"}
+
+
+def frigate_reads(topic: str, payload: bytes, prefix: str, received_at: datetime) -> list[OutsideRead]:
+    """`<prefix>/events` (`{"type": new|update|end, "after": {"id", "camera", "label", "current_zones",
+    "recognized_license_plate", "recognized_license_plate_score", "frame_time", "end_time"}}`) and
+    `<prefix>/tracked_object_update` (`{"type": "lpr", "id", "camera", "plate", "score", "timestamp"}`).
+    The camera id is `camera/zone` for the first zone the object is in, else the camera. An event's
+    `end` is an explicit "left" for its plate; events without a recognised plate give no read."""
+    if len(payload) > 64 * 1024:
+        raise SourceError("MQTT message larger than 64 KiB")
+    data = _json(payload)
+    if not isinstance(data, dict):
+        raise SourceError("MQTT payload is not a JSON object")
+    if topic == f"{prefix}/tracked_object_update":
+        if data.get("type") != "lpr":
+            return []
+        cam, oid = data.get("camera"), data.get("id")
+        if not isinstance(cam, str) or not isinstance(oid, str):
+            raise SourceError("lpr update without camera or id")
+        plate = normalise(data.get("plate"))
+        if plate is None:
+            return []
+        at = _time(data.get("timestamp"), received_at)
+        return [OutsideRead(camera_id=cam[:128], plate=plate, raw_text=str(data.get("plate"))[:64],
+                            confidence=_score(data.get("score", 0)), at=at, message_id=f"{oid}:{plate}"[:100])]
+    if topic != f"{prefix}/events":
+        return []
+    after = data.get("after")
+    if not isinstance(after, dict) or after.get("label") not in FRIGATE_VEHICLES:
+        return []
+    raw = after.get("recognized_license_plate")
+    if raw is None and isinstance(after.get("sub_label"), list) and after["sub_label"]:
+        raw = after["sub_label"][0]  # older releases put a recognised plate in the sub label
+    plate = normalise(raw)
+    cam, oid = after.get("camera"), after.get("id")
+    if plate is None or not isinstance(cam, str) or not isinstance(oid, str):
+        return []
+    zones = [z for z in after.get("current_zones") or after.get("entered_zones") or [] if isinstance(z, str)]
+    camera_id = f"{cam}/{zones[0]}" if zones else cam
+    ended = data.get("type") == "end"
+    at = _time(after.get("end_time") if ended else after.get("frame_time"), received_at)
+    score = after.get("recognized_license_plate_score")
+    if score is None and isinstance(after.get("sub_label"), list) and len(after["sub_label"]) > 1:
+        score = after["sub_label"][1]
+    return [OutsideRead(camera_id=camera_id[:128], plate=plate, raw_text=str(raw)[:64], confidence=_score(score or 0),
+                        at=at, left=ended,
+                        # updates repeat every few seconds: at most one read per object, plate and minute
+                        message_id=f"{oid}:{plate}:{'end' if ended else int(at.timestamp() // 60)}"[:100])]

@@ -76,6 +76,8 @@ def _source(ctx: Any, name: str, kind: str) -> SourceSettings:
 
 
 def _token_ok(request: Request, source: SourceSettings) -> bool:
+    if source.secret is None:
+        return False
     secret = source.secret.get_secret_value()
     auth = request.headers.get("authorization", "")
     scheme, _, value = auth.partition(" ")
@@ -102,6 +104,8 @@ def _signature_ok(ctx: Any, db: Session, request: Request, body: bytes, source: 
         return "missing X-Baywarden-Timestamp or X-Baywarden-Signature"
     if abs(now.timestamp() - int(ts)) > source.max_skew_s:
         return "stale or future timestamp: sign each request when you send it"
+    if source.secret is None:
+        return "this source has no secret"
     expected = hmac.new(source.secret.get_secret_value().encode(), ts.encode() + b"." + body, hashlib.sha256)
     if not hmac.compare_digest(expected.hexdigest(), sig):
         return "bad signature"

@@ -1,0 +1,246 @@
+"""MQTT: Frigate's events in (sources of kind `frigate`), Baywarden's bay states and alerts out.
+
+In: `<topic>/events` and `<topic>/tracked_object_update` of each Frigate source become reads
+(`sources.formats.frigate_reads`), stored like every outside read, with the event's snapshot fetched
+from Frigate's HTTP API when `frigate_url` is set.
+
+Out (`mqtt.publish`): `<prefix>/status` online/offline (last will), `<prefix>/bay/<bay>/state` retained
+JSON (`state`: free, occupied, charging, idle, overstaying; plate masked or full; since), new alerts
+on `<prefix>/alerts`, and Home Assistant discovery (`<discovery>/sensor/baywarden_<bay>/config`,
+retained) so each bay appears as a sensor. Every (re)connection republishes everything retained, so a
+broker restart loses no state. paho-mqtt's own thread reconnects with backoff (1 s to 60 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import select
+
+from models.tables import Alert, BayStateRow
+from service.context import AppContext
+
+log = logging.getLogger(__name__)
+
+
+def mask(plate: str | None) -> str | None:
+    """AB123CD -> AB***CD: enough for staff to tell cars apart, not a full plate on a building bus."""
+    if not plate:
+        return plate
+    return plate if len(plate) <= 3 else plate[:2] + "*" * (len(plate) - 4) + plate[-2:]
+
+
+def bay_summary(state: dict[str, Any], plates: str = "masked") -> dict[str, Any]:
+    """A bay's state as building systems want it, from the engine's stored `BayState`."""
+    visit = state.get("visit") or None
+    if not visit or visit.get("departed_at"):
+        return {"state": "free", "plate": None, "since": state.get("last_departed_at")}
+    open_kinds = {v.get("kind") for v in visit.get("violations") or [] if not v.get("ended_at")}
+    if "overstay" in open_kinds:
+        what = "overstaying"
+    elif visit.get("idle_since"):
+        what = "idle"
+    elif visit.get("charging") or visit.get("plugged"):
+        what = "charging"
+    else:
+        what = "occupied"
+    plate = visit.get("plate")
+    return {"state": what, "plate": plate if plates == "full" else mask(plate), "since": visit.get("arrived_at")}
+
+
+class MqttComponent:
+    name = "mqtt"
+
+    def __init__(self, ctx: AppContext, publish_every_s: float = 1.0) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.settings.mqtt
+        self.client: Any = None
+        self.every = publish_every_s
+        self.frigate = [s for s in ctx.settings.sources if s.kind == "frigate" and s.enabled]
+        self._published: dict[str, str] = {}  # bay -> last payload (retained on the broker)
+        self._last_alert = 0
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._connected = threading.Event()
+        self.received = 0
+
+    # --- connection --------------------------------------------------------------------------------
+
+    def _make_client(self) -> Any:
+        import paho.mqtt.client as mqtt
+
+        cfg = self.cfg
+        owner = getattr(self.ctx.leases, "owner", "solo").replace(":", "-")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{cfg.client_id}-{owner}"[:64])
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
+        if cfg.tls:
+            client.tls_set()
+        client.will_set(f"{cfg.topic_prefix}/status", "offline", qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("MQTT broker refused the connection: %s", reason)
+            return
+        log.info("MQTT connected to %s:%d", self.cfg.host, self.cfg.port)
+        for source in self.frigate:
+            client.subscribe(f"{source.topic}/events", qos=1)
+            client.subscribe(f"{source.topic}/tracked_object_update", qos=1)
+        if self.cfg.publish:
+            client.publish(f"{self.cfg.topic_prefix}/status", "online", qos=1, retain=True)
+            self._published.clear()  # a new session: republish every retained state and discovery
+        self._connected.set()
+
+    def _on_disconnect(self, *_args: Any) -> None:
+        self._connected.clear()
+        log.warning("MQTT connection to %s:%d lost; reconnecting", self.cfg.host, self.cfg.port)
+
+    # --- in: Frigate --------------------------------------------------------------------------------
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        from service.sources import count, store_reads
+        from sources.formats import frigate_reads
+        from sources.reads import SourceError
+
+        source = next((s for s in self.frigate if msg.topic.startswith(f"{s.topic}/")), None)
+        if source is None:
+            return
+        now = self.ctx.clock()
+        try:
+            reads = frigate_reads(msg.topic, msg.payload, source.topic, now)
+            if not reads:
+                return
+            reads = [self._with_snapshot(source, msg.payload, r) for r in reads]
+            with self.ctx.session() as db:
+                envelopes = store_reads(db, source, reads, now, self.ctx.settings.evidence_dir)
+                count(db, source.name, now)
+                db.commit()
+            self.received += 1
+            self._wake(envelopes)
+        except SourceError as exc:
+            self._refused(source.name, now, f"{msg.topic}: {exc}")
+        except Exception:
+            log.exception("Frigate message on %s could not be stored", msg.topic)
+
+    def _refused(self, name: str, now: datetime, reason: str) -> None:
+        from service.sources import count
+
+        log.info("Frigate message refused: %s", reason)
+        try:
+            with self.ctx.session() as db:
+                count(db, name, now, reason)
+                db.commit()
+        except Exception:
+            log.exception("could not count the refusal")
+
+    def _with_snapshot(self, source: Any, payload: bytes, read: Any) -> Any:
+        """The event's snapshot from Frigate's HTTP API (2 s at most); none when it is not reachable."""
+        if not source.frigate_url or read.left:
+            return read
+        import dataclasses
+
+        import httpx
+
+        try:
+            event_id = json.loads(payload).get("after", {}).get("id") or json.loads(payload).get("id")
+            r = httpx.get(f"{source.frigate_url.rstrip('/')}/api/events/{event_id}/snapshot.jpg",
+                          params={"crop": 0}, timeout=2.0)
+            if r.status_code == 200 and r.content.startswith(b"\xff\xd8") and len(r.content) <= 8 << 20:
+                return dataclasses.replace(read, image=r.content)
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            log.debug("no Frigate snapshot: %s", exc)
+        return read
+
+    def _wake(self, envelopes: list[Any]) -> None:
+        for env in envelopes:
+            for listener in list(self.ctx.listeners):
+                try:
+                    result = listener(env)
+                    if asyncio.iscoroutine(result):
+                        result.close()
+                except Exception:
+                    log.exception("event listener failed")
+
+    # --- out: states, alerts, discovery ----------------------------------------------------------
+
+    def publish_round(self) -> int:
+        """Publish what changed since the last round (everything after a reconnect); the count sent."""
+        if not self.cfg.publish or self.client is None or not self._connected.is_set():
+            return 0
+        from service.fleet import RETENTION_LEASE
+
+        if self.ctx.leases is not None and self.ctx.leases.holds(RETENTION_LEASE) is None:
+            return 0  # in a fleet one instance publishes (whoever leads the retention job)
+        sent = 0
+        prefix, disc = self.cfg.topic_prefix, self.cfg.discovery_prefix
+        with self.ctx.session() as db:
+            rows = list(db.exec(select(BayStateRow)))
+            alerts = list(db.exec(select(Alert).where(Alert.id > self._last_alert).order_by(Alert.id).limit(100)))  # type: ignore[operator]
+        for row in rows:
+            payload = json.dumps(bay_summary(row.state, self.cfg.plates), default=str, sort_keys=True)
+            if self._published.get(row.bay_id) == payload:
+                continue
+            if row.bay_id not in self._published:
+                config = {
+                    "name": f"Bay {row.bay_id}", "unique_id": f"baywarden_{row.bay_id}",
+                    "state_topic": f"{prefix}/bay/{row.bay_id}/state", "value_template": "{{ value_json.state }}",
+                    "json_attributes_topic": f"{prefix}/bay/{row.bay_id}/state",
+                    "availability_topic": f"{prefix}/status", "icon": "mdi:ev-station",
+                    "device": {"identifiers": ["baywarden"], "name": "Baywarden", "manufacturer": "Baywarden"},
+                }
+                self.client.publish(f"{disc}/sensor/baywarden_{row.bay_id}/config", json.dumps(config), qos=1,
+                                    retain=True)
+                sent += 1
+            self.client.publish(f"{prefix}/bay/{row.bay_id}/state", payload, qos=1, retain=True)
+            self._published[row.bay_id] = payload
+            sent += 1
+        for alert in alerts:
+            if alert.id is not None and self._last_alert:
+                body = {"id": alert.id, "at": alert.at.isoformat(), "kind": alert.kind, "severity": alert.severity,
+                        "title": alert.title, "subject": alert.subject}
+                self.client.publish(f"{prefix}/alerts", json.dumps(body), qos=1)
+                sent += 1
+            self._last_alert = max(self._last_alert, alert.id or 0)
+        if not self._last_alert:
+            self._last_alert = -1  # started: alerts from now on (older ones are on the dashboard)
+        return sent
+
+    def _loop(self) -> None:
+        while not self._halt.wait(self.every):
+            try:
+                self.publish_round()
+            except Exception:
+                log.exception("MQTT publish round failed")
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        with self.ctx.session() as db:
+            top = db.exec(select(Alert.id).order_by(Alert.id.desc()).limit(1)).first()  # type: ignore[union-attr]
+        self._last_alert = top or -1
+        self.client = self._make_client()
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=30)
+        self.client.loop_start()
+        self._halt.clear()
+        self._thread = threading.Thread(target=self._loop, name="mqtt-publish", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5)
+        if self.client is not None:
+            if self.cfg.publish and self._connected.is_set():
+                self.client.publish(f"{self.cfg.topic_prefix}/status", "offline", qos=1, retain=True)
+            self.client.disconnect()
+            await asyncio.to_thread(self.client.loop_stop)
