@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import limits
 from api.deps import LoginRequired
+from api.openapi import document_errors
 from api.routes import (
     alerts,
     audit,
@@ -143,4 +144,5 @@ def create_app(
             response.headers.setdefault("Content-Security-Policy", CSP)
         return response
 
+    document_errors(app)
     return app

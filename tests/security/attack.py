@@ -1,4 +1,5 @@
-"""The standing attack run: schemathesis over the whole OpenAPI, as every role, looking for 5xx.
+"""The standing attack run: schemathesis over the whole OpenAPI, as every role, looking for 5xx and
+for answers the OpenAPI document does not promise (a status or a media type; finding 14).
 
 Used by tests/security/test_attack_suite.py (a few examples per operation, in CI) and by
 `python bench/attack.py --examples 200` (the long run). Requests go to the app in-process (ASGI), never
@@ -64,11 +65,24 @@ def run_attack(examples: int = 5, workdir: Path | None = None) -> dict[tuple[str
 
 
 def _attack(op, examples: int, headers: dict[str, str], problems: list[str]) -> None:
+    responses = op.definition.raw.get("responses", {})
     @given(op.as_strategy())
     @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def attack(case) -> None:
         r = case.call(headers=headers)
+        where = f"path={case.path_parameters} query={case.query}"
         if r.status_code >= 500:
-            problems.append(f"{r.status_code} {r.text[:160]} path={case.path_parameters} query={case.query}")
+            problems.append(f"{r.status_code} {r.text[:160]} {where}")
+            return
+        # Finding 14: every answer is one the OpenAPI document promises, in the media type it promises.
+        documented = responses.get(str(r.status_code)) or responses.get("default")
+        if documented is None:
+            problems.append(f"undocumented status {r.status_code} {r.text[:120]} {where}")
+            return
+        ctype = r.headers.get("content-type") or ""
+        media = (ctype[0] if isinstance(ctype, list) and ctype else str(ctype or "")).split(";")[0].strip()
+        content = documented.get("content") or {}
+        if content and media and media not in content:
+            problems.append(f"{r.status_code} answered {media}, documented {sorted(content)} {where}")
 
     attack()

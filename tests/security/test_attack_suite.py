@@ -14,3 +14,22 @@ pytestmark = pytest.mark.slow
 def test_no_operation_gives_5xx_for_any_role(tmp_path):
     found = run_attack(examples=4, workdir=tmp_path)
     assert not found, "\n".join(f"{k}: {v[0]} (x{len(v)})" for k, v in found.items())
+
+
+def test_openapi_documents_errors_and_media_types(tmp_path):
+    """Finding 14: 422 may be a message or FastAPI's list; 400/401/403/404/409/413/503 are documented on
+    every operation; CSV, JPEG, the metrics text and the alert stream say their media types."""
+    from api.app import create_app
+    from tests.foundation.helpers import make_settings
+
+    schema = create_app(make_settings(tmp_path, f"sqlite:///{tmp_path / 'o.db'}"), components=[]).openapi()
+    for path, ops in schema["paths"].items():
+        for method, op in ops.items():
+            for code in ("400", "401", "403", "404", "409", "413", "422", "503"):
+                assert code in op["responses"], (method, path, code)
+    paths = schema["paths"]
+    assert "text/csv" in paths["/api/v1/lists/{name}/export"]["get"]["responses"]["200"]["content"]
+    assert "image/jpeg" in paths["/api/v1/evidence/{rel}"]["get"]["responses"]["200"]["content"]
+    assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
+    body = paths["/api/v1/events"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]
+    assert {r["$ref"].rsplit("/", 1)[1] for r in body["anyOf"]} == {"HTTPValidationError", "ErrorMessage"}
