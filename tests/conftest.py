@@ -3,6 +3,7 @@ logged-in HTTP client. Under CI=true a missing PostgreSQL is a failure, never a 
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DATASETS = Path(os.environ.get("BAYWARDEN_DATASETS") or SHARED / "datasets")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+# Quiet two kinds of noise that used to end a test run with "--- Logging error ---" blocks (issue 18
+# row 8): aiosmtpd's controller thread logging a client's goodbye after pytest closed its streams, and
+# SQLAlchemy finalising pooled connections of per-test PostgreSQL databases already dropped WITH (FORCE).
+logging.getLogger("mail.log").setLevel(logging.WARNING)
+logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
 
 
 def need(condition: bool, reason: str) -> None:
