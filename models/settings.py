@@ -266,6 +266,11 @@ class SourceSettings(Strict):
     )
     max_skew_s: int = Field(300, ge=10, le=3600, description="webhook: oldest accepted signature timestamp.")
     enabled: bool = Field(True, description="A disabled source's requests are refused (403).")
+    max_per_s: float = Field(
+        50.0, gt=0, le=10000, description="Requests (messages, uploads) per second kept on average; a source "
+        "that floods past it is refused (429) without slowing the others.",
+    )
+    burst: int = Field(200, ge=1, le=100000, description="Requests accepted at once before max_per_s applies.")
 
     @field_validator("secret")
     @classmethod

@@ -74,6 +74,10 @@ class FtpIntakeComponent:
         try:
             if source is None:
                 raise SourceError("no such source")
+            from service.sources import LIMITS
+
+            if LIMITS.allow(source):
+                raise SourceError(f"more than {source.max_per_s:g} uploads per second: dropped")
             size = path.stat().st_size
             if size > self.ctx.settings.ftp.max_file_bytes:
                 raise SourceError(f"file of {size} bytes is larger than ftp.max_file_bytes")

@@ -116,6 +116,11 @@ class MqttComponent:
         if source is None:
             return
         now = self.ctx.clock()
+        from service.sources import LIMITS
+
+        if LIMITS.allow(source):
+            self._refused(source.name, now, f"more than {source.max_per_s:g} messages per second: dropped")
+            return
         try:
             reads = frigate_reads(msg.topic, msg.payload, source.topic, now)
             if not reads:

@@ -25,6 +25,34 @@ log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 
 
+class RateLimiter:
+    """A token bucket per source (this instance): `burst` at once, then `max_per_s`. One source's flood
+    is refused on its own; the others keep their own buckets."""
+
+    def __init__(self, clock: Any = None) -> None:
+        import threading
+        import time
+
+        self._clock = clock or time.monotonic
+        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def allow(self, source: SourceSettings) -> float:
+        """0 when the request may go on, else the seconds to wait (Retry-After)."""
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._buckets.get(source.name, (float(source.burst), now))
+            tokens = min(float(source.burst), tokens + (now - at) * source.max_per_s)
+            if tokens >= 1.0:
+                self._buckets[source.name] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[source.name] = (tokens, now)
+            return (1.0 - tokens) / source.max_per_s
+
+
+LIMITS = RateLimiter()
+
+
 def find_source(settings: Any, name: str) -> SourceSettings | None:
     return next((s for s in settings.sources if s.name == name), None)
 

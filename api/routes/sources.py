@@ -29,7 +29,7 @@ from api.limits import IMAGE_BODY
 from api.routes.evidence import read_limited
 from models.settings import SourceSettings
 from models.tables import IntakeReceipt, SourceCounter
-from service.sources import count, find_source, store_reads
+from service.sources import LIMITS, count, find_source, store_reads
 from sources.formats import _json, hikvision_reads, platerecognizer_reads, webhook_reads
 from sources.reads import OutsideRead, SourceError
 
@@ -72,6 +72,11 @@ def _source(ctx: Any, name: str, kind: str) -> SourceSettings:
         raise HTTPException(404, f"no {kind} source named {name!r} is configured")
     if not source.enabled:
         raise _refuse(ctx, name, 403, "this source is disabled in the configuration")
+    wait = LIMITS.allow(source)
+    if wait:
+        exc = _refuse(ctx, name, 429, f"more than {source.max_per_s:g} requests per second: slow down")
+        exc.headers = {"Retry-After": str(max(1, round(wait)))}
+        raise exc
     return source
 
 

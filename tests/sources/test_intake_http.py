@@ -177,3 +177,22 @@ def test_a_hikvision_read_and_a_charger_make_one_idle_fee_with_the_cameras_pictu
     assert presence is not None, visit.data
     assert presence.frame_path.startswith("sources/hik/") and presence.crop_path.startswith("sources/hik/")
     assert ctx.notify._evidence(Session(make_engine(settings.db_url)), visit.visit_id) == [presence.crop_path]
+
+
+def test_a_flooding_source_is_refused_without_slowing_the_others(tmp_path, sqlite_url, clock):
+    settings = make_settings(
+        tmp_path, sqlite_url,
+        sources=[{"name": "flood", "kind": "platerecognizer", "secret": SECRET, "max_per_s": 0.5, "burst": 2,
+                  "cameras": [{"id": "gate-2", "bay_id": "B2"}]},
+                 {"name": "calm", "kind": "platerecognizer", "secret": SECRET,
+                  "cameras": [{"id": "gate-2", "bay_id": "B1"}]}],
+    )
+    client = client_for(settings, clock=clock)
+    auth = {"Authorization": f"Token {SECRET}"}
+    with client:
+        codes = [client.post("/api/v1/sources/flood/platerecognizer", json=PR, headers=auth).status_code
+                 for _ in range(3)]
+        assert codes[:2] == [200, 200] and codes[2] == 429
+        r = client.post("/api/v1/sources/flood/platerecognizer", json=PR, headers=auth)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert client.post("/api/v1/sources/calm/platerecognizer", json=PR, headers=auth).status_code == 200
