@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,6 +53,7 @@ class CameraComponent:
         self._alerted: set[str] = set()
         self._leased: set[str] = set()
         self._stopped_by_hand: set[str] = set()
+        self._backoff: dict[str, float] = {}
         self._halt = threading.Event()
         self._lease_thread: threading.Thread | None = None
 
@@ -181,20 +183,27 @@ class CameraComponent:
     def _node(self) -> str:
         return self.ctx.settings.ha.node or self.ctx.leases.owner.split(":")[0]
 
-    def _camera_share(self, cameras: int) -> int:
-        """ceil(cameras / live instances running cameras): a new node gets cameras as leases free up."""
-        from datetime import UTC, datetime, timedelta
+    def _camera_fleet(self, cameras: int) -> tuple[int, bool]:
+        """(fair share, whether a live camera instance holds less than it): ceil(cameras / live instances
+        running cameras). Live: a heartbeat in the last 0.75 lease lifetimes, so a dead node is not
+        handed anything."""
+        from datetime import UTC
 
-        from models.tables import FleetInstance
+        from models.tables import FleetInstance, Lease
 
-        since = datetime.now(UTC) - timedelta(seconds=0.75 * self.ctx.leases.ttl_s)
+        now = datetime.now(UTC)
+        since = now - timedelta(seconds=0.75 * self.ctx.leases.ttl_s)
         try:
             with self.ctx.session() as db:
-                live = [i for i in db.exec(select(FleetInstance).where(FleetInstance.heartbeat_at >= since))
-                        if "cameras" in i.roles]
+                live = {i.id for i in db.exec(select(FleetInstance).where(FleetInstance.heartbeat_at >= since))
+                        if "cameras" in i.roles}
+                owners = [le.owner for le in db.exec(select(Lease).where(Lease.name.startswith("camera."))  # type: ignore[attr-defined]
+                                                     .where(Lease.expires_at > now))]
         except Exception:
-            return cameras
-        return max(1, math.ceil(cameras / max(1, len(live))))
+            return cameras, False
+        live.add(self.ctx.leases.owner)
+        share = max(1, math.ceil(cameras / len(live)))
+        return share, any(owners.count(i) < share for i in live if i != self.ctx.leases.owner)
 
     def _lease_round(self) -> None:
         """Take, renew or drop each enabled camera's lease, and start or stop its worker to match.
@@ -211,16 +220,17 @@ class CameraComponent:
         enabled = [c.name for c in self._camera_list if c.enabled]
         free = [n for n in enabled if not pins.get(n)]
         pinned = {n for n in enabled if pins.get(n)}
-        share = self._camera_share(len(free))
+        share, someone_has_less = self._camera_fleet(len(free))
+        mono = time.monotonic()
         for name in enabled:
             pin = pins.get(name)
             lease = camera_lease(name)
             if pin and pin != node:
                 token = None
-            elif self.ctx.leases.holds(lease) is not None or pin or len(self._leased - pinned) < share:
-                token = self.ctx.leases.acquire(lease)
             else:
-                token = None
+                held = self.ctx.leases.holds(lease) is not None or bool(pin)
+                room = len(self._leased - pinned) < share and self._backoff.get(name, 0.0) <= mono
+                token = self.ctx.leases.acquire(lease) if held or room else None
             if token is not None:
                 self._leased.add(name)
                 if not sup.is_wanted(name) and name not in self._stopped_by_hand:
@@ -231,6 +241,15 @@ class CameraComponent:
                 if sup.is_wanted(name):
                     log.warning("camera %s: lease not held on node %s, stopping its worker", name, node)
                     sup.stop_camera(name)
+        mine = sorted(self._leased - pinned)
+        if len(mine) > share and someone_has_less:
+            # A node joined (or came back): hand it one camera per round until the work is spread.
+            give = mine[-1]
+            log.info("camera %s: handed to a less busy node (%d held, fair share %d)", give, len(mine), share)
+            sup.stop_camera(give)
+            self.ctx.leases.release(camera_lease(give))
+            self._leased.discard(give)
+            self._backoff[give] = mono + 2 * self.ctx.leases.ttl_s
 
     # --- control (API) --------------------------------------------------------------------------
 

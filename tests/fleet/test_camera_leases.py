@@ -1,5 +1,6 @@
 """Camera workers across nodes: each enabled camera runs on exactly one node of the fleet, a camera
-pinned to a node only there, and the cameras of a node that dies start on another node in time.
+pinned to a node only there, the cameras of a node that dies start on another node in time, and a
+node that joins gets its share back.
 Real supervisors and worker processes (their cameras are unreachable, so they keep reconnecting)."""
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def test_each_camera_runs_once_pinned_ones_where_pinned_and_a_dead_nodes_cameras
     upgrade(postgres_url)
     ctx_a, keeper_a, cam_a = _instance(tmp_path, postgres_url, "node-a")
     ctx_b, keeper_b, cam_b = _instance(tmp_path, postgres_url, "node-b")
+    ctx_a2, keeper_a2, cam_a2 = _instance(tmp_path / "again", postgres_url, "node-a")
 
     async def main() -> float:
         for part in (keeper_a, cam_a, keeper_b, cam_b):
@@ -69,17 +71,24 @@ def test_each_camera_runs_once_pinned_ones_where_pinned_and_a_dead_nodes_cameras
             cam_a._halt.set()
             await asyncio.to_thread(cam_a.supervisor.stop)
             took = await _until(lambda: moved <= _running(cam_b), 4 * TAKEOVER_S, "node-b to take the cameras")
+            # node-a comes back: node-b hands it unpinned cameras until each runs its fair share.
+            await keeper_a2.start()
+            await cam_a2.start()
+            await _until(lambda: len(_running(cam_a2)) == 1 and _running(cam_b) == {"pinned"} | (
+                {"free1", "free2"} - _running(cam_a2)), 10 * TAKEOVER_S, "the cameras to spread again")
+            await asyncio.sleep(TAKEOVER_S)
+            assert not _running(cam_a2) & _running(cam_b)
             return took
         finally:
-            for part in (cam_b, keeper_b, cam_a, keeper_a):
+            for part in (cam_a2, keeper_a2, cam_b, keeper_b, cam_a, keeper_a):
                 await part.stop()
 
     took = asyncio.run(main())
     assert took <= TAKEOVER_S + 1.5, took
     with Session(ctx_b.engine) as db:
         assert {i.node for i in db.exec(select(FleetInstance))} <= {"node-a", "node-b"}
-    ctx_a.engine.dispose()
-    ctx_b.engine.dispose()
+    for c in (ctx_a, ctx_b, ctx_a2):
+        c.engine.dispose()
 
 
 def test_a_pinned_camera_waits_for_its_node(tmp_path, postgres_url):
