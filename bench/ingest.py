@@ -1,0 +1,197 @@
+"""Outside reads per second, per intake kind, and the time from receipt to the bay's state.
+
+    python bench/ingest.py [--reads 1000] [--threads 8] [--image-kb 200] [--postgres URL] [--mqtt]
+
+Runs the real service in this process (uvicorn on 127.0.0.1, the enforcement engine on): `--reads`
+Plate Recognizer webhooks, each a multipart form with a `--image-kb` JPEG, each for its own bay, posted
+by `--threads` HTTP clients; then (with `--mqtt` and Debian's mosquitto) as many Frigate MQTT messages
+without pictures. Prints reads/s accepted per kind and p50/p95 from receipt (`domain_events.received_at`)
+to the bay's state written by the engine (`bay_states.updated_at`). Targets (issue 15): >= 500 webhook
+reads/s with 200 KB pictures, >= 2,000 MQTT messages/s, p95 <= 300 ms. Compare runs on one machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2
+import httpx
+import numpy as np
+from sqlalchemy import create_engine, text
+from sqlmodel import Session, select
+
+SECRET = "bench-secret-0123456789"
+
+
+def picture(kb: int) -> bytes:
+    """A JPEG of about `kb` KiB (noise compresses badly, so the size is easy to reach)."""
+    side = 64
+    while True:
+        rng = np.random.default_rng(side)
+        img = rng.integers(0, 255, (side, side * 16 // 9, 3), dtype=np.uint8)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if len(buf) >= kb * 1024 or side > 4000:
+            return buf.tobytes()
+        side = int(side * 1.25)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fresh_pg(admin: str) -> str:
+    name = f"bw_ingest_{uuid.uuid4().hex[:8]}"
+    eng = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    eng.dispose()
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
+def latencies(url: str, source: str) -> list[float]:
+    from models.tables import BayStateRow, StoredEvent
+
+    eng = create_engine(url)
+    with Session(eng) as db:
+        received = {e.payload["bay_id"]: e.received_at for e in db.exec(
+            select(StoredEvent).where(StoredEvent.kind == "vehicle_arrived", StoredEvent.source == f"source:{source}"))}
+        decided = {b.bay_id: b.updated_at for b in db.exec(select(BayStateRow))}
+    eng.dispose()
+    return sorted((decided[b] - received[b]).total_seconds() for b in received if b in decided)
+
+
+def wait_applied(url: str, source: str, n: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while len(latencies(url, source)) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the engine applied {len(latencies(url, source))} of {n} arrivals in {timeout} s")
+        time.sleep(0.5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reads", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--image-kb", type=int, default=200)
+    ap.add_argument("--postgres", help="admin URL; default: SQLite in a temporary folder")
+    ap.add_argument("--mqtt", action="store_true", help="also Frigate messages through a local mosquitto")
+    args = ap.parse_args()
+
+    import uvicorn
+
+    from api.app import create_app
+    from models.db import upgrade
+    from models.settings import load_settings
+
+    work = Path(tempfile.mkdtemp(prefix="bw-ingest-"))
+    url = fresh_pg(args.postgres) if args.postgres else f"sqlite:///{work / 'ingest.db'}"
+    upgrade(url)
+    n = args.reads
+    broker = None
+    mqtt_port = free_port()
+    if args.mqtt:
+        if shutil.which("mosquitto") is None:
+            raise SystemExit("--mqtt needs Debian's mosquitto")
+        conf = work / "mosquitto.conf"
+        conf.write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    bays = [{"bay_id": f"B{i}", "charge_point_id": f"CP{i}", "connector_id": 1} for i in range(2 * n)]
+    sources = [{"name": "pr", "kind": "platerecognizer", "secret": SECRET, "max_per_s": 10000, "burst": 100000,
+                "cameras": [{"id": f"c{i}", "bay_id": f"B{i}"} for i in range(n)]}]
+    if args.mqtt:
+        sources.append({"name": "frigate", "kind": "frigate", "max_per_s": 10000, "burst": 100000,
+                        "cameras": [{"id": f"f{i}", "bay_id": f"B{n + i}"} for i in range(n)]})
+    port = free_port()
+    settings = load_settings(
+        None, data_dir=str(work / "data"), database_url=url, port=port, log_level="WARNING", sources=sources,
+        mqtt={"port": mqtt_port, "publish": False} if args.mqtt else None,
+        components={"api": True, "scheduler": True, "enforcement": True, "cameras": False, "relay": False},
+        enforcement={"bays": bays},
+    )
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None,
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.1)
+    image = picture(args.image_kb)
+    base = f"http://127.0.0.1:{port}/api/v1/sources/pr/platerecognizer"
+
+    def post(i: int, client: httpx.Client) -> int:
+        doc = {"data": {"camera_id": f"c{i}", "timestamp": datetime.now(UTC).isoformat(),
+                        "results": [{"plate": f"ab{i:05d}", "score": 0.9}]}}
+        r = client.post(base, headers={"Authorization": f"Token {SECRET}"}, data={"json": json.dumps(doc)},
+                        files={"upload": ("p.jpg", image, "image/jpeg")})
+        return r.status_code
+
+    clients = [httpx.Client(timeout=30) for _ in range(args.threads)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.threads) as pool:
+        codes = list(pool.map(lambda i: post(i, clients[i % args.threads]), range(n)))
+    elapsed = time.perf_counter() - start
+    ok = codes.count(200)
+    wait_applied(url, "pr", ok)
+    lat = latencies(url, "pr")
+    print(json.dumps({"kind": "platerecognizer webhook", "image_kb": round(len(image) / 1024), "reads": n,
+                      "accepted": ok, "reads_per_s": round(ok / elapsed, 1),
+                      "receipt_to_bay_state_p50_s": round(statistics.median(lat), 3),
+                      "receipt_to_bay_state_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3),
+                      "database": "postgresql" if args.postgres else "sqlite", "threads": args.threads}), flush=True)
+
+    if args.mqtt:
+        import paho.mqtt.client as mqtt
+
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        pub.connect("127.0.0.1", mqtt_port)
+        pub.loop_start()
+        start = time.perf_counter()
+        for i in range(n):
+            after = {"id": f"{i}.0-x", "camera": f"f{i}", "label": "car", "frame_time": time.time(),
+                     "recognized_license_plate": f"FR{i:05d}", "recognized_license_plate_score": 0.9}
+            pub.publish("frigate/events", json.dumps({"type": "new", "after": after}), qos=1)
+        eng = create_engine(url)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with Session(eng) as db:
+                got = db.exec(text("SELECT count(*) FROM domain_events WHERE source = 'source:frigate' "
+                                   "AND kind = 'vehicle_arrived'")).one()[0]
+            if got >= n:
+                break
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - start
+        eng.dispose()
+        pub.loop_stop()
+        wait_applied(url, "frigate", n)
+        lat = latencies(url, "frigate")
+        print(json.dumps({"kind": "frigate mqtt", "messages": n, "stored": got,
+                          "messages_per_s": round(got / elapsed, 1),
+                          "receipt_to_bay_state_p50_s": round(statistics.median(lat), 3),
+                          "receipt_to_bay_state_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3)}), flush=True)
+    server.should_exit = True
+    thread.join(10)
+    if broker is not None:
+        broker.terminate()
+    asyncio.run(asyncio.sleep(0))
+
+
+if __name__ == "__main__":
+    main()
