@@ -264,3 +264,58 @@ def charts_page(request: Request, ctx: Ctx, db: DbSession, principal: Viewer, da
 @router.get("/about", response_class=HTMLResponse)
 def about_page(request: Request, ctx: Ctx, principal: Viewer) -> HTMLResponse:
     return page(request, "dash/about.html", principal, about=stats_api.about(ctx, principal))
+
+
+# --- outside sources --------------------------------------------------------------------------
+
+
+def decode_sample(ctx: Any, name: str, body: str) -> dict[str, Any]:
+    """What a source would make of `body` (its format: JSON, XML, a file name for ftp, `topic` + newline +
+    payload for frigate), without storing anything: the reads, each with the bay its camera maps to."""
+    from service.sources import bay_for, find_source
+    from sources import formats
+    from sources.reads import SourceError
+
+    source = find_source(ctx.settings, name)
+    if source is None:
+        return {"error": f"no source named {name!r} is configured"}
+    now = ctx.clock()
+    raw = body.encode()[:256 * 1024]
+    try:
+        if source.kind == "webhook":
+            reads = formats.webhook_reads(raw, now)
+        elif source.kind == "platerecognizer":
+            reads = formats.platerecognizer_reads(formats._json(raw), now)
+        elif source.kind == "hikvision":
+            reads = formats.hikvision_reads(raw, now)
+        elif source.kind == "ftp":
+            reads = [formats.filename_read(body.strip(), b"\xff\xd8", source.file_pattern or "", source.time_format,
+                                           source.utc_offset_min, source.cameras[0].id, now)]
+        else:
+            topic, _, payload = body.partition("\n")
+            reads = formats.frigate_reads(topic.strip(), payload.encode(), source.topic, now)
+    except SourceError as exc:
+        return {"error": str(exc)}
+    return {"reads": [{"camera": r.camera_id, "bay": bay_for(source, r), "plate": r.plate, "raw": r.raw_text,
+                       "confidence": r.confidence, "at": r.at, "left": r.left} for r in reads]}
+
+
+@router.get("/sources", response_class=HTMLResponse)
+def sources_page(request: Request, ctx: Ctx, db: DbSession, principal: Viewer, source: str = "",
+                 sample: str = "") -> HTMLResponse:
+    from api.routes import sources as sources_api
+
+    return page(request, "dash/sources.html", principal, sources=sources_api.list_sources(ctx, db, principal),
+                chosen=source, sample=sample, decoded=None)
+
+
+@router.post("/sources/test", response_class=HTMLResponse)
+async def sources_test(request: Request, ctx: Ctx, db: DbSession, principal: Operator) -> HTMLResponse:
+    """The "send a test event" button: decode a sample as the chosen source would, store nothing."""
+    from api.routes import sources as sources_api
+
+    form = await form_dict(request)
+    name, sample = form.get("source", ""), form.get("sample", "")
+    decoded = decode_sample(ctx, name, sample)
+    return page(request, "dash/sources.html", principal, status_code=422 if "error" in decoded else 200,
+                sources=sources_api.list_sources(ctx, db, principal), chosen=name, sample=sample, decoded=decoded)

@@ -196,3 +196,20 @@ def test_a_flooding_source_is_refused_without_slowing_the_others(tmp_path, sqlit
         r = client.post("/api/v1/sources/flood/platerecognizer", json=PR, headers=auth)
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert client.post("/api/v1/sources/calm/platerecognizer", json=PR, headers=auth).status_code == 200
+
+
+def test_sources_page_shows_counts_and_decodes_a_sample_without_storing(env):
+    settings, client, clock = env
+    from tests.foundation.helpers import add_user
+
+    add_user(settings, "op", Role.operator)
+    bad = json.dumps({"id": "r9", "camera": "nowhere", "plate": "AB1"}).encode()
+    client.post("/api/v1/sources/lanes/reads", content=bad, headers=signed(clock, bad))
+    csrf = login(client, "op")
+    page = client.get("/dash/sources")
+    assert page.status_code == 200 and 'data-source="lanes"' in page.text and "not mapped" in page.text
+    r = client.post("/dash/sources/test", data={"csrf_token": csrf, "source": "hik", "sample": hik_xml().decode()})
+    assert r.status_code == 200 and "AB123CD" in r.text and "B1" in r.text
+    r = client.post("/dash/sources/test", data={"csrf_token": csrf, "source": "lanes", "sample": "{broken"})
+    assert r.status_code == 422 and "not JSON" in r.text
+    assert events(settings) == []  # decoding stores nothing
