@@ -11,7 +11,7 @@ from pwdlib import PasswordHash
 from sqlmodel import Session, select
 
 from models.settings import SecuritySettings
-from models.tables import ApiToken, LoginThrottle, OperatorSession, User
+from models.tables import ApiToken, IntakeReceipt, LoginThrottle, OperatorSession, User
 
 _hasher = PasswordHash.recommended()  # argon2id
 # A real hash to verify against when the user does not exist, so timing does not reveal names.
@@ -125,3 +125,30 @@ def lookup_token(session: Session, token: str, now: datetime) -> ApiToken | None
         session.add(row)
         session.commit()
     return row
+
+
+REPLAYED = "replayed request: this signature was already used"
+
+
+def check_signed(db: Session, *, secret: str, timestamp: str, signature: str, body: bytes, max_skew_s: float,
+                 now: datetime, scope: str) -> str | None:
+    """The HMAC scheme of the intakes (CSMS, outside sources): `signature` is the hex HMAC-SHA256 of
+    `<timestamp>.<body>` (a `sha256=` prefix allowed). None when it is right, fresh and unused (its
+    receipt is then added to `db`); else the reason, `REPLAYED` for a signature already used in `scope`."""
+    # Lower-cased once: the replay key and the comparison must see the same string (an upper-cased copy
+    # of a used signature is the same signature).
+    sig = signature.removeprefix("sha256=").strip().lower()
+    # ASCII digits only and a sane length: str.isdigit() accepts other scripts' digits, and int() of a
+    # 5,000-digit string is refused by Python itself.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) or not sig:
+        return "missing X-Baywarden-Timestamp or X-Baywarden-Signature"
+    if abs(now.timestamp() - int(timestamp)) > max_skew_s:
+        return "stale or future timestamp: sign each request when you send it"
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    if not hmac.compare_digest(expected.hexdigest(), sig):
+        return "bad signature"
+    key = f"{scope}:sig:{hashlib.sha256(sig.encode()).hexdigest()[:40]}"
+    if db.get(IntakeReceipt, key) is not None:
+        return REPLAYED
+    db.add(IntakeReceipt(key=key, received_at=now))
+    return None

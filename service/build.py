@@ -94,20 +94,11 @@ def build_context(
 
 def sweep_sources(ctx: AppContext) -> int:
     """Departures of cars outside sources reported once: cable out, or silent past the source's timeout."""
-    import asyncio
-
     from enforcement.config import effective
     from service.sources import sweep_presences
 
     with ctx.session() as db:
         bays = {b.bay_id: b for b in effective(db, ctx.settings.enforcement).bays}
     envelopes = sweep_presences(ctx.engine, ctx.settings, bays, ctx.clock())
-    for env in envelopes:
-        for listener in list(ctx.listeners):  # wake the engine (no event loop on the scheduler's thread)
-            try:
-                result = listener(env)
-                if asyncio.iscoroutine(result):
-                    result.close()
-            except Exception:
-                log.exception("event listener failed")
+    ctx.publish_from_thread(envelopes)
     return len(envelopes)

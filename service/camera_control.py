@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import HTTPException
 from sqlmodel import select
 
 from models.events import EventEnvelope
@@ -26,11 +24,16 @@ from models.leases import PgLeases
 from models.tables import Alert, Camera
 from service.camera_config import sync_config_cameras, to_settings
 from service.context import AppContext
+from service.fleet import fair_share
 
 log = logging.getLogger(__name__)
 
 
 CAMERA_DOWN = "camera_unreachable"
+
+
+class CameraElsewhere(Exception):
+    """In a fleet, the camera's worker runs (its lease is held) on another node."""
 
 
 def camera_lease(name: str) -> str:
@@ -183,28 +186,6 @@ class CameraComponent:
     def _node(self) -> str:
         return self.ctx.settings.ha.node or self.ctx.leases.owner.split(":")[0]
 
-    def _camera_fleet(self, cameras: int) -> tuple[int, bool]:
-        """(fair share, whether a live camera instance holds less than it): ceil(cameras / live instances
-        running cameras). Live: a heartbeat in the last 0.75 lease lifetimes, so a dead node is not
-        handed anything."""
-        from datetime import UTC
-
-        from models.tables import FleetInstance, Lease
-
-        now = datetime.now(UTC)
-        since = now - timedelta(seconds=0.75 * self.ctx.leases.ttl_s)
-        try:
-            with self.ctx.session() as db:
-                live = {i.id for i in db.exec(select(FleetInstance).where(FleetInstance.heartbeat_at >= since))
-                        if "cameras" in i.roles}
-                owners = [le.owner for le in db.exec(select(Lease).where(Lease.name.startswith("camera."))  # type: ignore[attr-defined]
-                                                     .where(Lease.expires_at > now))]
-        except Exception:
-            return cameras, False
-        live.add(self.ctx.leases.owner)
-        share = max(1, math.ceil(cameras / len(live)))
-        return share, any(owners.count(i) < share for i in live if i != self.ctx.leases.owner)
-
     def _lease_round(self) -> None:
         """Take, renew or drop each enabled camera's lease, and start or stop its worker to match.
 
@@ -220,7 +201,7 @@ class CameraComponent:
         enabled = [c.name for c in self._camera_list if c.enabled]
         free = [n for n in enabled if not pins.get(n)]
         pinned = {n for n in enabled if pins.get(n)}
-        share, someone_has_less = self._camera_fleet(len(free))
+        share, someone_has_less = fair_share(self.ctx, "camera.", len(free), "cameras", self.ctx.leases.ttl_s)
         mono = time.monotonic()
         for name in enabled:
             pin = pins.get(name)
@@ -259,11 +240,11 @@ class CameraComponent:
         return [dataclasses.asdict(s) for s in self.supervisor.status()]
 
     async def start_camera(self, name: str) -> None:
-        """Start by hand. In a fleet only where the camera's lease is (or can be) held: 409 elsewhere."""
+        """Start by hand. In a fleet only where the camera's lease is (or can be) held (CameraElsewhere)."""
         if self.fleet:
             token = await asyncio.to_thread(self.ctx.leases.acquire, camera_lease(name))
             if token is None:
-                raise HTTPException(409, f"camera {name} runs on another node of the fleet; start it there")
+                raise CameraElsewhere(f"camera {name} runs on another node of the fleet; start it there")
             self._leased.add(name)
         self._stopped_by_hand.discard(name)
         await asyncio.to_thread(self.supervisor.start_camera, name)
@@ -282,6 +263,12 @@ class CameraComponent:
         return await asyncio.to_thread(sup.snapshot, name, timeout)
 
     async def start_all(self) -> None:
+        """Start every camera: here all of them; in a fleet the ones whose leases this node holds or gets
+        (the others run on their nodes), by forgetting the stops by hand and running a lease round."""
+        if self.fleet:
+            self._stopped_by_hand.clear()
+            await asyncio.to_thread(self._lease_round)
+            return
         for st in self.supervisor.status():
             await self.start_camera(st.name)
 

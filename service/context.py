@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import re
@@ -121,6 +122,8 @@ class AppContext:
     login_gate: LoginGate = field(default_factory=LoginGate)
     # Leadership in a fleet (models.leases): PgLeases on PostgreSQL, SoloLeases (holds all) on SQLite.
     leases: Any = None
+    # The app's event loop, once its parts started (publish_from_thread schedules onto it).
+    loop: asyncio.AbstractEventLoop | None = None
 
     def __post_init__(self) -> None:
         self.metrics.registry.register(_PartsCollector(self))  # type: ignore[arg-type]
@@ -143,6 +146,16 @@ class AppContext:
             self._intake_decoder = OcppDecoder()
         return self._intake_decoder
 
+    def publish_from_thread(self, events: list[object]) -> None:
+        """From a worker thread (scheduler, MQTT, FTP): hand stored events to the listeners on the app's
+        event loop. Without a running loop (a part driven directly, e.g. in a test) nobody is woken: the
+        engine reads the inbox by polling anyway, waking it only shortens the wait."""
+        loop = self.loop
+        if loop is None or loop.is_closed() or not events:
+            return
+        for event in events:
+            asyncio.run_coroutine_threadsafe(self.publish(event), loop)
+
     async def publish(self, event: object) -> None:
         """Tell in-process listeners (enforcement, live dashboard) about a stored event."""
         for listener in list(self.listeners):
@@ -157,6 +170,7 @@ class AppContext:
         return Session(self.engine, expire_on_commit=False)
 
     async def start_components(self) -> None:
+        self.loop = asyncio.get_running_loop()
         for comp in self.components:
             log.info("starting %s", comp.name)
             await comp.start()

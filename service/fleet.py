@@ -75,6 +75,26 @@ def check_fleet_agrees(engine: Engine, settings: Any, ttl_s: float) -> str | Non
     return None
 
 
+def fair_share(ctx: AppContext, prefix: str, units: int, role: str, ttl_s: float) -> tuple[int, bool]:
+    """How leased work (names starting with `prefix`: engine shards, cameras) spreads over the live
+    instances that run `role`: (ceil(units / those instances), whether one other than this holds fewer
+    such leases than that). Live: a heartbeat in the last 0.75 lease lifetimes (they beat every third),
+    so an instance that died stops counting before its leases expire, and nothing is handed to it."""
+    now = datetime.now(UTC)
+    try:
+        with ctx.session() as db:
+            live = {i.id for i in db.exec(select(FleetInstance).where(
+                FleetInstance.heartbeat_at >= now - timedelta(seconds=0.75 * ttl_s))) if role in i.roles}
+            owners = list(db.exec(select(Lease.owner).where(Lease.name.startswith(prefix))  # type: ignore[attr-defined]
+                                  .where(Lease.expires_at > now)))
+    except SQLAlchemyError:
+        return max(1, units), False
+    me = ctx.leases.owner
+    live.add(me)
+    share = max(1, math.ceil(units / len(live)))
+    return share, any(owners.count(i) < share for i in live if i != me)
+
+
 class LeaseKeeper:
     """Takes and renews this instance's leases (engine shards and singleton jobs), records its heartbeat
     and refuses leadership while its clock is off from the database's.
@@ -151,24 +171,8 @@ class LeaseKeeper:
             self._backoff[give] = mono + 2 * self.ttl_s
 
     def _should_hand_back(self, held: int) -> bool:
-        """More than a fair share held while a live instance holds less than one. Live: a heartbeat in
-        the last 0.75 lease lifetimes (they beat every third), so an instance that died stops counting
-        before its leases expire, and nothing is handed to it."""
-        now = datetime.now(UTC)
-        try:
-            with self.ctx.session() as db:
-                live = set(db.exec(select(FleetInstance.id).where(
-                    FleetInstance.heartbeat_at >= now - timedelta(seconds=0.75 * self.ttl_s))))
-                owners = list(db.exec(select(Lease.owner).where(Lease.name.like("engine.%"))  # type: ignore[attr-defined]
-                                      .where(Lease.expires_at > now)))
-        except SQLAlchemyError:
-            return False
-        live.add(self.leases.owner)
-        share = math.ceil(self.shards / len(live))
-        give = held > share and any(owners.count(i) < share for i in live if i != self.leases.owner)
-        if give:
-            log.debug("fair share %d: live %s, engine leases held by %s", share, sorted(live), owners)
-        return give
+        share, someone_has_less = fair_share(self.ctx, "engine.", self.shards, "enforcement", self.ttl_s)
+        return held > share and someone_has_less
 
     def heartbeat(self) -> None:
         try:

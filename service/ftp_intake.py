@@ -88,7 +88,7 @@ class FtpIntakeComponent:
                 envelopes = store_reads(db, source, [read], now, self.ctx.settings.evidence_dir)
                 count(db, source.name, now)
                 db.commit()
-            self._wake(envelopes)
+            self.ctx.publish_from_thread(envelopes)
         except (SourceError, OSError) as exc:
             log.warning("ftp upload %s from %s refused: %s", path.name[:120], source_name, exc)
             try:
@@ -105,16 +105,6 @@ class FtpIntakeComponent:
     def discard(self, source_name: str, file: str, why: str) -> None:
         log.info("ftp upload %s from %s discarded: %s", Path(file).name[:120], source_name, why)
         with_suppress_unlink(Path(file))
-
-    def _wake(self, envelopes: list[Any]) -> None:
-        for env in envelopes:
-            for listener in list(self.ctx.listeners):
-                try:
-                    result = listener(env)
-                    if asyncio.iscoroutine(result):
-                        result.close()
-                except Exception:
-                    log.exception("event listener failed")
 
     # --- lifecycle -------------------------------------------------------------------------------
 

@@ -131,7 +131,7 @@ class MqttComponent:
                 count(db, source.name, now)
                 db.commit()
             self.received += 1
-            self._wake(envelopes)
+            self.ctx.publish_from_thread(envelopes)
         except SourceError as exc:
             self._refused(source.name, now, f"{msg.topic}: {exc}")
         except Exception:
@@ -165,16 +165,6 @@ class MqttComponent:
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
             log.debug("no Frigate snapshot: %s", exc)
         return read
-
-    def _wake(self, envelopes: list[Any]) -> None:
-        for env in envelopes:
-            for listener in list(self.ctx.listeners):
-                try:
-                    result = listener(env)
-                    if asyncio.iscoroutine(result):
-                        result.close()
-                except Exception:
-                    log.exception("event listener failed")
 
     # --- out: states, alerts, discovery ----------------------------------------------------------
 

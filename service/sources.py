@@ -5,7 +5,6 @@ through the event inbox in the request's transaction; derived presences (`source
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from sqlmodel import Session, select
 
 from models.events import EventEnvelope, Evidence
 from models.eventstore import ingest
+from models.files import write_once
 from models.settings import SourceSettings
 from models.tables import SourceCounter, SourcePresence, Transaction
 from sources.formats import camera_ids
@@ -76,17 +76,6 @@ def _lock_presence(db: Session, bay_id: str) -> SourcePresence | None:
     return db.exec(q).first()
 
 
-def _write(evidence_dir: Path, rel: Path, data: bytes) -> None:
-    path = Path(evidence_dir) / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    except FileExistsError:
-        return  # a replay of the same read: the first copy stays (evidence is write-once)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
 def save_image(evidence_dir: Path, source: str, read: OutsideRead) -> Evidence:
     """The read's pictures as evidence (0640, never overwritten): scene as frame, plate as crop."""
     paths: dict[str, str] = {}
@@ -96,7 +85,7 @@ def save_image(evidence_dir: Path, source: str, read: OutsideRead) -> Evidence:
         if len(data) > MAX_IMAGE_BYTES or not data.startswith(b"\xff\xd8"):
             raise SourceError("pictures must be JPEG images of at most 8 MiB")
         rel = Path("sources") / source / read.at.strftime("%Y-%m-%d") / f"{read.message_id[:64]}-{what}.jpg"
-        _write(evidence_dir, rel, data)
+        write_once(Path(evidence_dir) / rel, data)  # a replay of the same read finds its first copy
         paths[f"{what}_path"] = rel.as_posix()
     return Evidence(**paths)
 

@@ -41,6 +41,7 @@ from models.base import utcnow
 from models.logsetup import mask_password, redact_url
 from models.settings import BayZone
 from models.tables import Camera, CameraBase
+from service.camera_control import CameraElsewhere
 
 router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
 
@@ -538,6 +539,8 @@ async def control_camera(
         await (control.start_camera(name) if action == "start" else control.stop_camera(name))
     except KeyError:
         raise HTTPException(409, f"camera {name!r} is not known to the supervisor (is it enabled?)") from None
+    except CameraElsewhere as exc:
+        raise HTTPException(409, str(exc)) from None
     audit.record(db, actor=op.name, action=action, entity="camera", entity_id=name, ip=client_ip(request),
                  at=ctx.clock())
     db.commit()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import struct
 from pathlib import Path
@@ -15,6 +13,7 @@ from fastapi.responses import FileResponse
 
 from api.deps import Ctx, EvidenceUploader, Viewer
 from api.limits import IMAGE_BODY
+from models.files import write_once
 
 router = APIRouter(prefix="/api/v1/evidence", tags=["evidence"], max_body_size=IMAGE_BODY)
 
@@ -111,23 +110,8 @@ async def upload(rel: str, request: Request, ctx: Ctx, principal: EvidenceUpload
         raise HTTPException(403, f"this token may not upload evidence for camera:{camera}")
     body = await read_limited(request, MAX_BYTES, "evidence images")
     check_jpeg(body)
-    if path.exists():
-        if path.read_bytes() == body:
-            return Response(status_code=204)
+    if write_once(path, body, FILE_MODE) == "different":
         raise HTTPException(409, WRITE_ONCE)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(body)}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
-        try:
-            os.link(tmp, path)  # atomic and never replaces: a concurrent writer of the same path loses
-        except FileExistsError:
-            raise HTTPException(409, WRITE_ONCE) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
     return Response(status_code=204)
 
 

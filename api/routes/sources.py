@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,8 +27,9 @@ from sqlmodel import Session, select
 from api.deps import Ctx, DbSession, Viewer
 from api.limits import IMAGE_BODY
 from api.routes.evidence import read_limited
+from api.security import REPLAYED, check_signed
 from models.settings import SourceSettings
-from models.tables import IntakeReceipt, SourceCounter
+from models.tables import SourceCounter
 from service.sources import LIMITS, count, find_source, store_reads
 from sources.formats import _json, hikvision_reads, platerecognizer_reads, webhook_reads
 from sources.reads import OutsideRead, SourceError
@@ -99,26 +100,15 @@ def _token_ok(request: Request, source: SourceSettings) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), secret.encode())
 
 
-def _signature_ok(ctx: Any, db: Session, request: Request, body: bytes, source: SourceSettings, now: datetime) -> str:
-    """'' when the HMAC headers are right and unused, else the reason."""
+def _signature_problem(db: Session, request: Request, body: bytes, source: SourceSettings, now: datetime) -> str | None:
     if request.headers.get("x-baywarden-source") != source.name:
         return "unsigned request: send X-Baywarden-Source, -Timestamp and -Signature"
-    ts = request.headers.get("x-baywarden-timestamp", "")
-    sig = request.headers.get("x-baywarden-signature", "").removeprefix("sha256=").strip().lower()
-    if not (ts.isascii() and ts.isdigit() and len(ts) <= 12) or not sig:
-        return "missing X-Baywarden-Timestamp or X-Baywarden-Signature"
-    if abs(now.timestamp() - int(ts)) > source.max_skew_s:
-        return "stale or future timestamp: sign each request when you send it"
     if source.secret is None:
         return "this source has no secret"
-    expected = hmac.new(source.secret.get_secret_value().encode(), ts.encode() + b"." + body, hashlib.sha256)
-    if not hmac.compare_digest(expected.hexdigest(), sig):
-        return "bad signature"
-    key = f"source:{source.name}:sig:{hashlib.sha256(sig.encode()).hexdigest()[:40]}"
-    if db.get(IntakeReceipt, key) is not None:
-        return "replayed"
-    db.add(IntakeReceipt(key=key, received_at=now))
-    return ""
+    return check_signed(db, secret=source.secret.get_secret_value(),
+                        timestamp=request.headers.get("x-baywarden-timestamp", ""),
+                        signature=request.headers.get("x-baywarden-signature", ""), body=body,
+                        max_skew_s=source.max_skew_s, now=now, scope=f"source:{source.name}")
 
 
 async def _apply(ctx: Any, db: Session, source: SourceSettings, reads: list[OutsideRead],
@@ -142,10 +132,10 @@ async def webhook(name: str, request: Request, ctx: Ctx, db: DbSession) -> Sourc
     source = _source(ctx, name, "webhook")
     now = ctx.clock()
     body = await read_limited(request, JSON_LIMIT, "source reads")
-    problem = _signature_ok(ctx, db, request, body, source, now)
-    if problem == "replayed":
+    problem = _signature_problem(db, request, body, source, now)
+    if problem == REPLAYED:
         db.rollback()
-        raise _refuse(ctx, name, 409, "replayed request: this signature was already used")
+        raise _refuse(ctx, name, 409, REPLAYED)
     if problem:
         db.rollback()
         raise _refuse(ctx, name, 401, problem)
@@ -172,50 +162,57 @@ async def _multipart(request: Request) -> list[tuple[str, str, bytes]]:
     return parts
 
 
-@router.post("/api/v1/sources/{name}/platerecognizer", response_model=SourceResult, max_body_size=IMAGE_BODY)
-async def platerecognizer(name: str, request: Request, ctx: Ctx, db: DbSession) -> SourceResult:
-    """Plate Recognizer's Snapshot or Stream webhook (JSON, or multipart with `json` and `upload`)."""
-    source = _source(ctx, name, "platerecognizer")
+async def _token_intake(name: str, kind: str, request: Request, ctx: Any, db: Session,
+                        parse: Callable[[Request, datetime], Awaitable[list[OutsideRead]]]) -> SourceResult:
+    """The intakes authenticated by the source's token: the source, its token, its format, the reads."""
+    source = _source(ctx, name, kind)
     if not _token_ok(request, source):
         raise _refuse(ctx, name, 401, "missing or wrong token")
     now = ctx.clock()
     try:
-        if request.headers.get("content-type", "").startswith("multipart/"):
-            parts = await _multipart(request)
-            doc = next((b for k, _, b in parts if k == "json"), None)
-            if doc is None:
-                raise SourceError("multipart form without a \"json\" field")
-            image = next((b for k, f, b in parts if k == "upload" or (f and b.startswith(b"\xff\xd8"))), None)
-            reads = platerecognizer_reads(_json(doc), now, image)
-        else:
-            body = await read_limited(request, JSON_LIMIT, "Plate Recognizer webhooks without a picture")
-            reads = platerecognizer_reads(_json(body), now)
+        reads = await parse(request, now)
     except SourceError as exc:
         raise _refuse(ctx, name, 422, str(exc)) from None
     return await _apply(ctx, db, source, reads, now)
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/")
+
+
+async def _platerecognizer(request: Request, now: datetime) -> list[OutsideRead]:
+    if not _is_multipart(request):
+        body = await read_limited(request, JSON_LIMIT, "Plate Recognizer webhooks without a picture")
+        return platerecognizer_reads(_json(body), now)
+    parts = await _multipart(request)
+    doc = next((b for k, _, b in parts if k == "json"), None)
+    if doc is None:
+        raise SourceError("multipart form without a \"json\" field")
+    image = next((b for k, f, b in parts if k == "upload" or (f and b.startswith(b"\xff\xd8"))), None)
+    return platerecognizer_reads(_json(doc), now, image)
+
+
+async def _hikvision(request: Request, now: datetime) -> list[OutsideRead]:
+    if not _is_multipart(request):
+        return hikvision_reads(await read_limited(request, JSON_LIMIT, "event XML"), now)
+    parts = await _multipart(request)
+    xml = next((b for _, f, b in parts if b.lstrip().startswith(b"<")), None)
+    if xml is None:
+        raise SourceError("multipart form without an EventNotificationAlert XML part")
+    return hikvision_reads(xml, now, [(f"{k} {f}", b) for k, f, b in parts if b.startswith(b"\xff\xd8")])
+
+
+@router.post("/api/v1/sources/{name}/platerecognizer", response_model=SourceResult, max_body_size=IMAGE_BODY)
+async def platerecognizer(name: str, request: Request, ctx: Ctx, db: DbSession) -> SourceResult:
+    """Plate Recognizer's Snapshot or Stream webhook (JSON, or multipart with `json` and `upload`)."""
+    return await _token_intake(name, "platerecognizer", request, ctx, db, _platerecognizer)
 
 
 @router.post("/api/v1/sources/{name}/hikvision", response_model=SourceResult, max_body_size=IMAGE_BODY)
 async def hikvision(name: str, request: Request, ctx: Ctx, db: DbSession) -> SourceResult:
     """A Hikvision ISAPI event push: multipart with the `EventNotificationAlert` XML part and pictures
     (`licensePlatePicture.jpg`, `detectionPicture.jpg`), or the XML alone."""
-    source = _source(ctx, name, "hikvision")
-    if not _token_ok(request, source):
-        raise _refuse(ctx, name, 401, "missing or wrong token")
-    now = ctx.clock()
-    try:
-        if request.headers.get("content-type", "").startswith("multipart/"):
-            parts = await _multipart(request)
-            xml = next((b for _, f, b in parts if b.lstrip().startswith(b"<")), None)
-            if xml is None:
-                raise SourceError("multipart form without an EventNotificationAlert XML part")
-            images = [(f"{k} {f}", b) for k, f, b in parts if b.startswith(b"\xff\xd8")]
-            reads = hikvision_reads(xml, now, images)
-        else:
-            reads = hikvision_reads(await read_limited(request, JSON_LIMIT, "event XML"), now)
-    except SourceError as exc:
-        raise _refuse(ctx, name, 422, str(exc)) from None
-    return await _apply(ctx, db, source, reads, now)
+    return await _token_intake(name, "hikvision", request, ctx, db, _hikvision)
 
 
 @router.get("/api/v1/sources", response_model=list[SourceOut])

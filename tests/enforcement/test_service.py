@@ -208,6 +208,7 @@ def test_a_reused_transaction_id_starts_a_new_transaction_and_never_rewrites_the
     post(client, auth, arrive(2, t1, "XY999ZZ"), ev("s2", "transaction_started", t1 + timedelta(minutes=1), **tx),
          ev("s1-again", "transaction_started", t0 + timedelta(minutes=1), **tx))  # a late duplicate of run 1
     comp.drain()
+    clock.advance(minutes=30)  # the engine clamps events to its clock: let the unplug be in the past
     post(client, auth, ev("e2", "transaction_ended", t1 + timedelta(minutes=20), reason="EVDisconnected", **tx))
     comp.drain()
     txs = sorted((r.transaction_id, r.started_at, r.ended_at) for r in rows(settings, Transaction))
@@ -224,3 +225,7 @@ def test_a_reused_transaction_id_starts_a_new_transaction_and_never_rewrites_the
 
     (state,) = [r.state for r in rows(settings, BayStateRow) if r.bay_id == "B1"]
     assert state["tx"] is None or state["tx"]["started_at"].startswith(t1.date().isoformat())
+    # The engine followed the second run to its own end (the late start of run 1 did not rewind it).
+    from datetime import datetime as _dt
+
+    assert _dt.fromisoformat(state["closed_tx_ends"]["CP1/1004"]) == t1 + timedelta(minutes=20)
