@@ -213,3 +213,42 @@ def test_sources_page_shows_counts_and_decodes_a_sample_without_storing(env):
     r = client.post("/dash/sources/test", data={"csrf_token": csrf, "source": "lanes", "sample": "{broken"})
     assert r.status_code == 422 and "not JSON" in r.text
     assert events(settings) == []  # decoding stores nothing
+
+
+def test_a_camera_posts_over_real_http(tmp_path, sqlite_url):
+    """The Hikvision intake through uvicorn on 127.0.0.1 and a real HTTP client (httpx over TCP): the
+    multipart push a camera sends, with HTTP Basic; the read is stored with its pictures."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from api.app import create_app
+    from baywarden.demo import free_port
+    from models.db import upgrade
+
+    port = free_port()
+    settings = make_settings(tmp_path, sqlite_url, port=port, sources=[
+        {"name": "hik", "kind": "hikvision", "secret": SECRET, "cameras": [{"id": "10.0.0.21/1", "bay_id": "B1"}]}])
+    upgrade(sqlite_url)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, components=[]), host="127.0.0.1", port=port,
+                                           log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        files = [("event", ("e.xml", hik_xml(), "application/xml")),
+                 ("detectionPicture.jpg", ("d.jpg", jpeg(), "image/jpeg"))]
+        url = f"http://127.0.0.1:{port}/api/v1/sources/hik/hikvision"
+        r = httpx.post(url, files=files, auth=("admin", SECRET), timeout=10)
+        assert r.status_code == 200 and r.json() == {"reads": 1, "events": 2}, r.text
+        assert httpx.post(url, files=files, auth=("admin", "wrong"), timeout=10).status_code == 401
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    arrived = next(e for e in events(settings) if e.kind == "vehicle_arrived")
+    assert arrived.payload["plate"] == "AB123CD" and arrived.payload["evidence"]["frame_path"]
