@@ -34,6 +34,9 @@ FEATURES = ("ll_primary", "ll_second", "margin", "agree")
 # A read no region accepts, or one a near-identical glyph away from another valid plate
 # (`anpr.regions.lookalike_twin`), is never confident enough to skip review.
 UNTRUSTED_CAP = 0.5
+# Nor is a read of fewer characters: badges and stickers (SK, M5, VW) read as short texts, while
+# plates that short are rare (10 of the 745 US crops, none in the BR and EU sets).
+MIN_TRUSTED_LEN = 4
 _FOLD = str.maketrans({"O": "0", "Q": "0", "D": "0", "I": "1", "Z": "2", "S": "5", "B": "8", "G": "6"})
 
 
@@ -201,7 +204,7 @@ def combine(primary: TextRead | None, second: TextRead | None, regions: Sequence
         features=features,
         char_confidences=confs,
         format_name=verdicts[text].format_name if verdicts[text].accepted else None,
-        trusted=bool(accepted) and lookalike_twin(text) is None,
+        trusted=bool(accepted) and len(text) >= MIN_TRUSTED_LEN and lookalike_twin(text) is None,
     )
 
 

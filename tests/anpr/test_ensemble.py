@@ -133,6 +133,17 @@ def test_uncalibrated_or_untrusted_reads_stay_below_review():
     assert reader.read_crop(crop).confidence > 0.99
 
 
+def test_a_short_read_never_skips_review():
+    # Badges and stickers read as two or three characters (a car maker's SK, a model's M5): however
+    # sure the readers are, such a read goes to an operator.
+    sure = Calibrator([1.0, 1.0, 1.0, 5.0], 10.0)
+    crop = np.zeros((20, 80, 3), np.uint8)
+    for text, cap in (("SK", True), ("M5X", True), ("M5XS", False)):
+        reader = EnsembleReader(_Fixed(read_of(text)), _Fixed(read_of(text)), get_regions("us"), sure)
+        read = reader.read_crop(crop)
+        assert read.text == text and (read.confidence <= UNTRUSTED_CAP) == cap, text
+
+
 def test_a_read_with_an_equally_plausible_lookalike_twin_is_never_sure():
     from anpr.regions import lookalike_twin
 

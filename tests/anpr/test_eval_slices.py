@@ -4,6 +4,10 @@ cameras. The figures themselves come from `baywarden anpr eval` on the whole set
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from anpr.evaluate import evaluate
@@ -20,9 +24,9 @@ def reader():
 @pytest.mark.parametrize(
     ("dataset", "region", "limit", "floor"),
     [
-        ("plate-crops-us", "generic", 30, 0.75),  # measured 0.908 on all 109
+        ("plate-crops-us", "generic", 30, 0.75),  # measured 0.927 on all 109
         ("plate-crops", "generic", 30, 0.80),  # measured 0.950 on all 181
-        ("plates-dev", "eu", 12, 0.60),  # measured 0.926 on all 108; the first photos are the hard ones
+        ("plates-dev", "eu", 12, 0.60),  # measured 0.935 on all 108; the first photos are the hard ones
     ],
 )
 def test_eval_slice_reaches_its_floor(reader, dataset, region, limit, floor):
@@ -32,3 +36,15 @@ def test_eval_slice_reaches_its_floor(reader, dataset, region, limit, floor):
     assert report.auto_accept_precision in (None, 1.0), [
         (r.label, r.read, r.confidence) for r in report.results if r.confidence >= 0.99 and not r.exact
     ]
+
+
+def test_us_scenes_slice_finds_and_reads_small_us_plates(reader, tmp_path):
+    # bench/us_scenes.py: US val crops pasted at 60-100 px wide into real 1280x720 scenes (the private
+    # photos' scale); detection and reading together. Measured 0.798 exact / recall 0.945 on all 109.
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(repo / "bench" / "us_scenes.py"), "--out", str(tmp_path), "--limit", "12",
+                    "--datasets", str(DATASETS)], check=True, capture_output=True, timeout=120)
+    report = evaluate(tmp_path, reader["generic"], threshold=0.99, warmup=False)
+    assert report.images == 12 and report.detection_recall >= 0.75
+    assert report.exact_plate_accuracy >= 0.5, [(r.label, r.read) for r in report.results if not r.exact]
+    assert report.auto_accept_precision in (None, 1.0)

@@ -134,6 +134,47 @@ def test_overlapping_candidates_keep_the_fuller_read() -> None:
     assert [c.text for c in kept] == ["RK755AJ", "BA123CD"]
 
 
+def test_the_same_read_in_two_boxes_keeps_the_tighter_box() -> None:
+    # A loose box around plate holder and bumper reads the plate as surely as the tight one: the
+    # kept read (its score unchanged) moves to the box that places the plate better.
+    from anpr.recognizer import _suppress_overlaps
+
+    loose = PlateCandidate((500, 520, 700, 600), 0.7, "C76634", 0.99, format_name="generic")
+    tight = PlateCandidate((600, 540, 690, 585), 0.6, "C76634", 0.8, format_name="generic")
+    kept = _suppress_overlaps([loose, tight])
+    assert len(kept) == 1 and kept[0].box == tight.box and kept[0].confidence == 0.99
+    misread = PlateCandidate((600, 540, 690, 585), 0.6, "C7663", 0.8, format_name="generic")
+    assert _suppress_overlaps([loose, misread])[0].box == loose.box
+
+
+def test_detection_boxes_are_cut_to_the_plate_before_reading() -> None:
+    from anpr.detector import Detection
+    from anpr.recognizer import PlateRecognizer, shrink_box
+
+    assert shrink_box((10, 100, 90, 150), 0.2) == (10, 110, 90, 140)
+
+    class OneBox:
+        def detect(self, image):
+            return [Detection((10.0, 100.0, 90.0, 150.0), 0.9)]
+
+    seen = []
+
+    class Reader:
+        name = "seen"
+
+        def read(self, crop):
+            seen.append(crop.shape[:2])
+            return []
+
+    image = np.zeros((200, 200, 3), np.uint8)
+    rec = PlateRecognizer(OneBox(), Reader(), "generic", refine_boxes=False, text_proposals="off",
+                          variants=("tight",), box_shrink=0.2)
+    (cand,) = rec.recognize(image)
+    assert cand.box == (10.0, 110.0, 90.0, 140.0)
+    h, w = seen[0]
+    assert w / h > 2.2  # the crop read is the cut box (80 x 30 and a little padding), not 80 x 50
+
+
 @pytest.mark.parametrize("name", ["test_010", "test_052", "test_083"])
 def test_text_proposals_find_plates_without_detector(rapid: RapidOcrBackend, name: str) -> None:
     image, box, text = sample(name)

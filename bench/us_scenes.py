@@ -1,0 +1,115 @@
+"""Build a stand-in for the private US photo set: real scenes carrying US plates at the private set's scale.
+
+    python bench/us_scenes.py [--out runs/us-scenes] [--split val] [--seed 7] [--limit N]
+    baywarden anpr eval --dataset runs/us-scenes --json
+
+Every crop of `plate-crops-us` (the chosen split) is pasted over the plate of a real car photo of
+`plates-dev` (European, 108 photos, used as hosts in turn): the host is scaled so that its own plate
+would be about 1.7 times the width of the US plate (an EU plate is 520 mm wide, a US one 305 mm), a
+1280x720 window around the plate is cut, the old plate is painted out, and the US crop is pasted at
+60-100 px wide (the private set's range) with a slight perspective tilt; the frame is saved as JPEG
+quality 85. The result is a scene set in the datasets' format (`labels.jsonl` with boxes and texts), so
+`anpr eval` measures detection and reading together, as the private set does.
+
+It is a diagnostic, not a benchmark to tune on: the plates are the val crops that chose the recogniser's
+checkpoint, and a pasted crop is cleaner than a photographed plate (no shared lighting, sharp edges).
+The output is derived from AGPL-3.0 photos (see ../shared/datasets/README.md) and is not committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+W, H = 1280, 720
+
+
+def _hosts(datasets: Path) -> list[tuple[Path, tuple[float, float, float, float]]]:
+    out = []
+    for line in (datasets / "plates-dev" / "labels.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if len(row["plates"]) == 1:
+            out.append((datasets / "plates-dev" / row["image"], tuple(row["plates"][0]["box"])))
+    return out
+
+
+def _scene(host: np.ndarray, box: tuple[float, float, float, float], crop: np.ndarray, width: int,
+           rng: random.Random) -> tuple[np.ndarray, list[float]]:
+    x1, y1, x2, y2 = box
+    scale = 1.7 * width / max(1.0, x2 - x1)
+    scale = max(scale, W / host.shape[1], H / host.shape[0])  # the window must fit in the scaled host
+    img = cv2.resize(host, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    bx1, by1, bx2, by2 = (v * scale for v in box)
+    cx, cy = (bx1 + bx2) / 2, (by1 + by2) / 2
+    # A window that keeps the plate inside, at a random place.
+    left = int(np.clip(cx - rng.uniform(0.2, 0.8) * W, 0, img.shape[1] - W))
+    top = int(np.clip(cy - rng.uniform(0.3, 0.8) * H, 0, img.shape[0] - H))
+    frame = img[top : top + H, left : left + W].copy()
+    cx, cy = cx - left, cy - top
+    ox1, oy1 = max(0, int(bx1 - left)), max(0, int(by1 - top))
+    ox2, oy2 = min(W, int(bx2 - left) + 1), min(H, int(by2 - top) + 1)
+    if ox2 > ox1 and oy2 > oy1:  # the host's own plate must not show beside the pasted one: paint it out
+        mask = np.zeros(frame.shape[:2], np.uint8)
+        mask[max(0, oy1 - 3) : oy2 + 3, max(0, ox1 - 3) : ox2 + 3] = 255
+        frame = cv2.inpaint(frame, mask, 5, cv2.INPAINT_TELEA)
+    height = round(width * crop.shape[0] / crop.shape[1])
+    # Slight perspective: the plate's far side a little shorter, as seen from a pole beside the bay.
+    src = np.float32([[0, 0], [crop.shape[1], 0], [crop.shape[1], crop.shape[0]], [0, crop.shape[0]]])
+    skew = rng.uniform(-0.08, 0.08) * height
+    px, py = cx - width / 2, cy - height / 2
+    dst = np.float32([[px, py + max(0, skew)], [px + width, py + max(0, -skew)],
+                      [px + width, py + height - max(0, -skew)], [px, py + height - max(0, skew)]])
+    m = cv2.getPerspectiveTransform(src, dst)
+    warped = cv2.warpPerspective(crop, m, (W, H), flags=cv2.INTER_AREA)
+    mask = cv2.warpPerspective(np.full(crop.shape[:2], 255, np.uint8), m, (W, H), flags=cv2.INTER_LINEAR)
+    alpha = (mask.astype(np.float32) / 255.0)[..., None]
+    frame = (frame * (1 - alpha) + warped * alpha).astype(np.uint8)
+    xs, ys = dst[:, 0], dst[:, 1]
+    box = [xs.min(), ys.min(), xs.max(), ys.max()]
+    return frame, [round(float(v), 2) for v in box]
+
+
+def build(out: Path, split: str, seed: int, datasets: Path = DATASETS, limit: int | None = None) -> int:
+    rng = random.Random(seed)
+    hosts = _hosts(datasets)
+    crops = [json.loads(line) for line in (datasets / "plate-crops-us" / "labels.jsonl").read_text().splitlines()]
+    crops = [c for c in crops if c.get("split") == split][:limit]
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, c in enumerate(crops):
+        host_path, box = hosts[i % len(hosts)]
+        host = cv2.imread(str(host_path))
+        crop = cv2.imread(str(datasets / "plate-crops-us" / c["image"]))
+        if host is None or crop is None:
+            continue
+        frame, pbox = _scene(host, box, crop, rng.randint(60, 100), rng)
+        name = f"images/us_scene_{i:03d}.jpg"
+        cv2.imwrite(str(out / name), frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        rows.append({"image": name, "width": W, "height": H, "plates": [{"box": pbox, "text": c["text"]}],
+                     "source": "synthetic: plate-crops-us on plates-dev", "licence": "AGPL-3.0",
+                     "host": host_path.name, "crop": c["image"], "split": split})
+    (out / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return len(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "us-scenes")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--limit", type=int, default=None, help="only the first N crops")
+    ap.add_argument("--datasets", type=Path, default=DATASETS)
+    args = ap.parse_args()
+    n = build(args.out, args.split, args.seed, args.datasets, args.limit)
+    print(f"{n} scenes in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
