@@ -650,6 +650,7 @@ def main_eval(
     threshold: float = DEFAULT_THRESHOLD,
     region: str = "generic",
     calibration: str | Path | None = None,
+    tiles: str | None = None,
 ) -> EvalReport:
     """Build the recogniser, evaluate every folder, print one block per folder and a summary over
     all (with `json_out`: one JSON object as the LAST line). `dataset`: one `DIR[:split]` or a list."""
@@ -670,6 +671,7 @@ def main_eval(
             proposer=proposer,
             region=region,
             calibration=calibration,
+            **({"tiles": tiles} if tiles else {}),
         )
     except (ValueError, KeyError) as exc:  # unknown OCR backend, format, region or proposer name
         raise UsageError(str(exc).strip("'\"")) from exc
@@ -756,6 +758,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["rapidocr", "ocr", "none"],
         help="text detector for fallback proposals and box growing (default: RapidOCR's DBNet)",
     )
+    ap.add_argument(
+        "--tiles",
+        default=None,
+        choices=["fallback", "always", "off"],
+        help="second detector pass on overlapping windows (default: the reader's own, fallback for the ensemble)",
+    )
     args = ap.parse_args(argv)
     args.parser = ap
     return args
@@ -779,6 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threshold=args.threshold,
             region=args.region,
             calibration=args.calibration,
+            tiles=args.tiles,
         )
     except (UsageError, FileNotFoundError) as exc:  # unknown backend/format/split, no labels.jsonl
         args.parser.error(str(exc))

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anpr.detector import PlateDetector
+from anpr.detector import Detection, PlateDetector, detect_tiled
 from anpr.ensemble import EnsembleReader
 from anpr.ocr import BatchOcr, OcrBackend, TextBox, TextProposer, TextRead
 from anpr.plates import (
@@ -357,6 +357,10 @@ class PlateRecognizer:
     # to the text line it cuts (`refine_box`). The detector's boxes run loose vertically on small
     # plates (trained on loosely boxed sets); the trained reader reads tighter crops better.
     box_shrink: float = 0.0
+    # "fallback": when the whole frame gave no verified plate, the detector looks again at overlapping
+    # windows of the frame at a larger scale (`anpr.detector.tiles`): small plates it missed at the
+    # frame's scale. "always" / "off" as for text proposals.
+    tiles: str = "off"
     # The trained plate recogniser with a second reader and calibrated confidence (`anpr.ensemble`):
     # when set, crops are read by it instead of the CTC format decoder, and regions replace formats.
     reader: EnsembleReader | None = None
@@ -371,6 +375,8 @@ class PlateRecognizer:
             raise ValueError(f"unknown crop variants {unknown}; known: {', '.join(CROP_VARIANTS)}")
         if self.text_proposals not in ("fallback", "always", "off"):
             raise ValueError("text_proposals must be 'fallback', 'always' or 'off'")
+        if self.tiles not in ("fallback", "always", "off"):
+            raise ValueError("tiles must be 'fallback', 'always' or 'off'")
 
     # public API ---------------------------------------------------------------------------------
     def recognize(self, image: np.ndarray) -> list[PlateCandidate]:
@@ -380,9 +386,32 @@ class PlateRecognizer:
         detections = sorted((d for d in detections if d.score >= self.det_conf), key=lambda d: -d.score)
         timings.detect_ms += (time.perf_counter() - t0) * 1000
 
+        candidates = self._read_detections(image, detections, [], timings)
+        want_tiles = self.tiles == "always" or (
+            self.tiles == "fallback" and not any(self._verified(c) for c in candidates)
+        )
+        if want_tiles and self.detector is not None and _tiling_helps(self.detector, image):
+            t0 = time.perf_counter()
+            more = [d for d in detect_tiled(self.detector, image) if d.score >= self.det_conf]
+            timings.detect_ms += (time.perf_counter() - t0) * 1000
+            more = [d for d in more if not any(iou(d.box, c.box) > 0.3 for c in candidates)]
+            candidates = candidates + self._read_detections(image, more, candidates, timings)
+
+        want_proposals = self.text_proposals == "always" or (
+            self.text_proposals == "fallback" and not any(self._verified(c) for c in candidates)
+        )
+        if want_proposals and self.proposer is not None:
+            candidates.extend(self._from_text_proposals(image, candidates, timings))
+        self.last_timings = timings
+        return _suppress_overlaps(candidates)
+
+    def _read_detections(
+        self, image: np.ndarray, detections: Sequence[Detection], existing: Sequence[PlateCandidate],
+        timings: Timings,
+    ) -> list[PlateCandidate]:
         t0 = time.perf_counter()
-        candidates = []
-        for det in detections[: self.max_plates]:
+        candidates: list[PlateCandidate] = []
+        for det in sorted(detections, key=lambda d: -d.score)[: max(0, self.max_plates - len(existing))]:
             t1 = time.perf_counter()
             box = shrink_box(det.box, self.box_shrink) if self.box_shrink else det.box
             box = self.refine_box(image, box) if self.refine_boxes else box
@@ -393,14 +422,7 @@ class PlateRecognizer:
             if det.score >= self.accept_conf or self._verified(cand):
                 candidates.append(cand)
         timings.ocr_ms += (time.perf_counter() - t0) * 1000
-
-        want_proposals = self.text_proposals == "always" or (
-            self.text_proposals == "fallback" and not any(self._verified(c) for c in candidates)
-        )
-        if want_proposals and self.proposer is not None:
-            candidates.extend(self._from_text_proposals(image, candidates, timings))
-        self.last_timings = timings
-        return _suppress_overlaps(candidates)
+        return candidates
 
     def refine_box(self, image: np.ndarray, box: Box, rounds: int = 3) -> Box:
         """Grow a detection box to the text line it cuts through.
@@ -548,6 +570,12 @@ class PlateRecognizer:
         return found
 
 
+def _tiling_helps(detector: PlateDetector, image: np.ndarray) -> bool:
+    """Windows only look closer when the whole frame enters the detector at under 0.6x."""
+    side = min(getattr(detector, "input_size", (640, 640)))
+    return side / max(image.shape[:2]) < 0.6
+
+
 def _formatted(c: PlateCandidate) -> bool:
     return bool(c.text) and c.format_name not in (None, "generic")
 
@@ -661,6 +689,7 @@ def make_recognizer(
         # Chosen on scenes carrying train-split US crops (bench/us_scenes.py --split train) and
         # plates-train:val: 0.2 read 0.88 / 1.00 of matched plates there against 0.75 / 0.91 uncut.
         kwargs.setdefault("box_shrink", 0.2)
+        kwargs.setdefault("tiles", "fallback")
     else:
         reader = make_ocr(ocr, threads=threads)
     text_detector: TextProposer | None

@@ -400,6 +400,9 @@ def anpr_eval(
     ),
     calibration: Annotated[Path | None, typer.Option(help="Confidence calibration (default: committed).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write a report (JSON, Markdown, plots) here.")] = None,
+    tiles: Annotated[
+        str | None, typer.Option(help="Detector pass on frame windows: fallback (ensemble default), always, off.")
+    ] = None,
 ) -> None:
     """Measure detection, exact plate and character accuracy, auto-accept precision and ms per image,
     per dataset and over all of them."""
@@ -411,11 +414,13 @@ def anpr_eval(
             fail(f"{path}: no labels.jsonl (see ../shared/datasets/README.md for the format)", 2)
     if detector not in ("onnx", "ultralytics", "none"):
         fail("--detector must be onnx, ultralytics or none", 2)
+    if tiles not in (None, "fallback", "always", "off"):
+        fail("--tiles must be fallback, always or off", 2)
     setup_logging("WARNING", "eval")
     try:
         main_eval(dataset, backend=ocr, json_out=json_out, report_dir=report, limit=limit, detector=detector,
                   detector_path=detector_path, formats=formats, split=split, region=region, calibration=calibration,
-                  threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+                  threshold=DEFAULT_THRESHOLD if threshold is None else threshold, tiles=tiles)
     except UsageError as exc:
         fail(str(exc), 2)
     except (FileNotFoundError, RuntimeError) as exc:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from anpr.detector import DETECTOR_PATH_ENV, ModelLoadError, OnnxPlateDetector, letterbox, nms
-from anpr.ocr import RapidOcrBackend, make_ocr
+from anpr.ocr import RapidOcrBackend, TextRead, make_ocr
 from anpr.recognizer import PlateRecognizer, crop_box, iou, pool_reads, split_two_lines
 from anpr.train import DEFAULT_ONNX
 from anpr.types import PlateCandidate, Recognizer
@@ -293,3 +293,67 @@ def test_easyocr_backend_offline() -> None:
     assert reads and reads[0].ctc is not None
     rec = PlateRecognizer(None, ocr, "eu")
     assert rec.read_box(image, box).text == text
+
+
+def test_tiles_cover_the_frame_with_overlap() -> None:
+    from anpr.detector import tiles
+
+    assert tiles((720, 1280, 3)) == [(0, 0, 720, 720), (560, 0, 1280, 720)]
+    assert tiles((1280, 720, 3)) == [(0, 0, 720, 720), (0, 560, 720, 1280)]
+    quad = tiles((768, 1024, 3))
+    assert len(quad) == 4 and quad[0] == (0, 0, 683, 512) and quad[-1] == (341, 256, 1024, 768)
+    for x1, y1, x2, y2 in quad:
+        assert 0 <= x1 < x2 <= 1024 and 0 <= y1 < y2 <= 768
+
+
+def test_tiled_detection_maps_boxes_back_and_drops_cut_ones() -> None:
+    from anpr.detector import Detection, detect_tiled
+
+    class PerWindow:
+        """A plate at frame x 600-680 (inside both windows) and one cut by the left window's edge."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def detect(self, image):
+            self.calls += 1
+            if self.calls == 1:  # left window, x 0-720
+                return [Detection((600.0, 300.0, 680.0, 340.0), 0.8), Detection((690.0, 100.0, 720.0, 120.0), 0.9)]
+            return [Detection((40.0, 300.0, 120.0, 340.0), 0.7)]  # right window starts at x 560
+
+    found = detect_tiled(PerWindow(), np.zeros((720, 1280, 3), np.uint8))
+    assert [d.box for d in found] == [(600.0, 300.0, 680.0, 340.0)] and found[0].score == 0.8
+
+
+def test_windows_look_again_only_when_the_frame_gave_no_plate() -> None:
+    from anpr.detector import Detection
+    from anpr.recognizer import PlateRecognizer
+
+    class SmallOnlyInWindows:
+        input_size = (512, 512)
+
+        def __init__(self) -> None:
+            self.sizes = []
+
+        def detect(self, image):
+            self.sizes.append(image.shape[:2])
+            if len(self.sizes) == 2:  # the left window: the plate is big enough there to be found
+                return [Detection((100.0, 400.0, 180.0, 440.0), 0.6)]
+            return []
+
+    class Reader:
+        name = "plain"
+        text = "AB123CD"
+
+        def read(self, crop):
+            return [TextRead(self.text, 0.95)] if self.text else []
+
+    det = SmallOnlyInWindows()
+    rec = PlateRecognizer(det, Reader(), "eu", refine_boxes=False, text_proposals="off", tiles="fallback")
+    (cand,) = rec.recognize(np.zeros((720, 1280, 3), np.uint8))
+    assert cand.box == (100.0, 400.0, 180.0, 440.0) and det.sizes == [(720, 1280), (720, 720), (720, 720)]
+    assert cand.text == "AB123CD"
+    det.sizes.clear()
+    assert rec.recognize(np.zeros((400, 500, 3), np.uint8)) == [] and det.sizes == [(400, 500)]  # small frame
+    with pytest.raises(ValueError, match="tiles"):
+        PlateRecognizer(det, Reader(), "generic", tiles="sometimes")
