@@ -6,7 +6,7 @@ since `decide` is deterministic and idempotent, re-delivering the event afterwar
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -118,6 +118,7 @@ class EnforcementService:
             if b.charge_point_id:
                 self._by_charger.setdefault(b.charge_point_id, []).append(b.bay_id)
         self._after_commit: list[tuple[int, BaySettings, AccessDecision]] = []
+        self._max_ban_h = max((r.return_ban_hours for r in self.rules.values()), default=0)
 
     # --- routing ----------------------------------------------------------------------------
 
@@ -142,9 +143,9 @@ class EnforcementService:
         if isinstance(event, CameraStateChanged):
             return sorted(b for b in self.camera_bays.get(event.camera, []) if b in self.bays)
         if isinstance(event, CHARGER_EVENTS):
-            return [
+            return [  # only the bays of that charger (a scan of every bay cost 0.75 ms per event at 1,000 bays)
                 b
-                for b in self.bays
+                for b in self._by_charger.get(event.charge_point_id, ())
                 if self._initial(b).owns_evse(event.charge_point_id, event.evse_id, event.connector_id)
             ]
         if isinstance(event, TimerDue):
@@ -192,31 +193,50 @@ class EnforcementService:
         bays nobody configured (`unknown_bays`), and `before_commit`, which runs inside the transaction
         just before it commits: the shard's cursor moves there, and its lease is checked (fencing; it
         raises when the lease was lost, and nothing of this event is stored)."""
-        now = now or self.clock()
+        return self.handle_many([(event, now)], only=only, unknown_bays=unknown_bays, before_commit=before_commit)
+
+    def handle_many(
+        self,
+        events: Sequence[tuple[Any, datetime | None]],
+        *,
+        only: Collection[str] | None = None,
+        unknown_bays: bool = True,
+        before_commit: Callable[[Session], None] | None = None,
+    ) -> int:
+        """Apply several events, in order, in ONE transaction (see `handle`; `now` None: the clock).
+
+        A shard's engine applies its backlog this way: one commit, one lease check and one cursor
+        move per batch instead of per event. If any event raises, nothing of the batch is stored."""
         applied = 0
-        with Session(self.engine, expire_on_commit=False) as db:
-            if isinstance(event, CAMERA_EVENTS) and event.bay_id not in self.bays:
-                if not unknown_bays:
-                    return 0
-                self._unknown_bay(db, event, now)
+        self._after_commit.clear()
+        try:
+            with Session(self.engine, expire_on_commit=False) as db:
+                for event, now in events:
+                    applied += self._apply_one(db, event, now or self.clock(), only, unknown_bays)
                 if before_commit is not None:
                     before_commit(db)
                 db.commit()
-                return 1
-            targets = self._targets(db, event)
-            if only is not None:
-                targets = [b for b in targets if b in only]
-            self._after_commit.clear()
-            for bay_id in targets:
-                applied += self._decide_one(db, bay_id, event, now)
-            if before_commit is not None:
-                before_commit(db)
-            db.commit()
-        self.handled += 1
+        except BaseException:
+            self._after_commit.clear()  # nothing was stored: nothing to send
+            raise
+        self.handled += len(events)
         for log_id, bay, decision in self._after_commit:
             self._trigger_output(log_id, bay, decision)  # only after the decision is safely stored
         self._after_commit.clear()
         return applied
+
+    def _apply_one(
+        self, db: Session, event: Any, now: datetime, only: Collection[str] | None, unknown_bays: bool
+    ) -> int:
+        if isinstance(event, CAMERA_EVENTS) and event.bay_id not in self.bays:
+            if not unknown_bays:
+                return 0
+            self._unknown_bay(db, event, now)
+            return 1
+        targets = self._targets(db, event)
+        if only is not None:
+            targets = [b for b in targets if b in only]
+        return sum(self._decide_one(db, bay_id, event, now) for bay_id in targets)
 
     def _decide_one(self, db: Session, bay_id: str, event: Any, now: datetime) -> int:
         q = select(BayStateRow).where(BayStateRow.bay_id == bay_id).with_for_update()
@@ -236,27 +256,30 @@ class EnforcementService:
         db.add(row)
         return len(decision.actions)
 
-    def _context(self, db: Session, bay_id: str, now: datetime) -> DecideContext:
-        rules = self.rules[bay_id]
+    def _lists(self, db: Session) -> tuple[tuple[WhitelistEntry, ...], tuple[BlacklistEntry, ...], tuple[str, ...]]:
+        """White list, black list and known plates, read once per transaction: the engine never writes
+        them, so every event of a batch sees what the transaction's first read saw."""
+        memo = db.info.get("baywarden.lists")
+        if memo is not None:
+            return memo
         white, black = [], []
         for e in db.exec(select(ListEntry)):
             if e.list == "white":
-                white.append(
-                    WhitelistEntry(
-                        plate=e.plate,
-                        owner=e.owner,
-                        reason=e.reason,
-                        valid_from=e.valid_from,
-                        valid_until=e.valid_until,
-                    )
-                )
+                white.append(WhitelistEntry(plate=e.plate, owner=e.owner, reason=e.reason,
+                                            valid_from=e.valid_from, valid_until=e.valid_until))
             else:
                 black.append(BlacklistEntry(plate=e.plate, reason=e.reason, priority=e.priority,
                                             valid_from=e.valid_from, valid_until=e.valid_until))
-        known = tuple(db.exec(select(Vehicle.plate)))
+        memo = (tuple(white), tuple(black), tuple(db.exec(select(Vehicle.plate))))
+        db.info["baywarden.lists"] = memo
+        return memo
+
+    def _context(self, db: Session, bay_id: str, now: datetime) -> DecideContext:
+        rules = self.rules[bay_id]
+        white, black, known = self._lists(db)
         open_visits = db.exec(select(func.count()).select_from(VisitRow).where(VisitRow.departed_at == None)).one()  # noqa: E711
         occupancy = 100.0 * open_visits / len(self.bays) if self.bays else None
-        ban_h = max((r.return_ban_hours for r in self.rules.values()), default=0)
+        ban_h = self._max_ban_h
         overstays: list[Overstay] = []
         if ban_h:
             since = now - timedelta(hours=ban_h)
@@ -276,8 +299,8 @@ class EnforcementService:
                     )
         return DecideContext(
             rules=rules,
-            whitelist=tuple(white),
-            blacklist=tuple(black),
+            whitelist=white,
+            blacklist=black,
             known_plates=known,
             occupancy_pct=min(occupancy, 100.0) if occupancy is not None else None,
             recent_overstays=tuple(overstays),

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 CURSOR = "enforcement"
 # A sequence gap younger than this may be a transaction still committing (PostgreSQL): wait for it.
 GAP_GRACE = timedelta(seconds=5)
+# A shard's own events applied per transaction: one commit, lease check and cursor move per batch.
+APPLY_BATCH = 50
 
 
 def cursor_name(shard: int, shards: int) -> str:
@@ -267,8 +269,9 @@ class EnforcementComponent:
         last = max(layouts.values(), key=lambda cs: max(c.updated_at for c in cs))
         return min(c.seq for c in last)
 
-    def _drain_shard(self, shard: int, token: int, batch: int = 200) -> bool:
-        """Apply this shard's next stored events in sequence order; True when there may be more."""
+    def _drain_shard(self, shard: int, token: int, batch: int = 200, apply_batch: int = APPLY_BATCH) -> bool:
+        """Apply this shard's next stored events in sequence order, `apply_batch` of its own events per
+        transaction (with the cursor, under the lease); True when there may be more."""
         service = self.service
         assert service is not None
         bays = self.shard_bays[shard]
@@ -278,6 +281,33 @@ class EnforcementComponent:
             rows = list(db.exec(select(StoredEvent).where(StoredEvent.seq > start)  # type: ignore[operator]
                                 .order_by(StoredEvent.seq).limit(batch)))
         last, stored = start, start
+        pending: list[tuple[int, Any]] = []  # (seq, event) to apply in one transaction
+
+        def flush() -> None:
+            nonlocal stored
+            if not pending:
+                return
+            batch = list(pending)
+            pending.clear()
+            try:
+                service.handle_many([(event, None) for _, event in batch], only=bays, unknown_bays=shard == 0,
+                                    before_commit=self._fenced_cursor(shard, token, batch[-1][0]))
+                stored = batch[-1][0]
+                return
+            except (SQLAlchemyError, LeaseLost):
+                raise
+            except Exception:
+                if len(batch) == 1:
+                    # A bad event must not block every later one: log it loudly and move on.
+                    seq, event = batch[0]
+                    log.exception("event at %d (%s) could not be applied; skipped", seq, type(event).__name__)
+                    return
+            # One event of the batch failed and nothing of it was stored: apply them one by one, so
+            # only the bad one is skipped.
+            for item in batch:
+                pending.append(item)
+                flush()
+
         try:
             for row in rows:
                 if row.seq != last + 1 and row.received_at > now - GAP_GRACE:
@@ -288,20 +318,19 @@ class EnforcementComponent:
                     continue
                 try:
                     event = EventEnvelope.model_validate({"event_id": row.event_id, "event": row.payload}).event
-                    if not service.concerns(event, bays, unknown_bays=shard == 0):
-                        last = seq
-                        continue  # another shard's: the cursor moves past it with the next write
-                    service.handle(event, only=bays, unknown_bays=shard == 0,
-                                   before_commit=self._fenced_cursor(shard, token, seq))
-                    stored = seq
-                except (SQLAlchemyError, LeaseLost):
-                    raise
                 except Exception:
-                    # A bad event must not block every later one: log it loudly and move on.
-                    log.exception("event %s (%s) could not be applied; skipped", row.event_id, row.kind)
-                last = seq
+                    log.exception("event %s (%s) could not be read; skipped", row.event_id, row.kind)
+                    last = seq
+                    continue
+                if service.concerns(event, bays, unknown_bays=shard == 0):
+                    pending.append((seq, event))
+                    if len(pending) >= apply_batch:
+                        flush()
+                last = seq  # another shard's event: the cursor moves past it with the next write
+            flush()
         except SQLAlchemyError:
             log.exception("shard %d: database error at event %d; will retry", shard, last + 1)
+            last = stored  # nothing after the last stored batch is applied: read it again
         finally:
             if last > stored:  # skipped events (not this shard's, or bad): move the cursor past them
                 with Session(self.ctx.engine) as db:

@@ -229,3 +229,31 @@ def test_a_reused_transaction_id_starts_a_new_transaction_and_never_rewrites_the
     from datetime import datetime as _dt
 
     assert _dt.fromisoformat(state["closed_tx_ends"]["CP1/1004"]) == t1 + timedelta(minutes=20)
+
+
+def test_a_bad_event_in_a_batch_is_skipped_alone_and_the_others_apply_once(env, monkeypatch):
+    # The shard applies its backlog 50 events per transaction; one event that cannot be applied rolls
+    # its batch back, then the batch is applied one by one so only that event is skipped.
+    settings, client, clock, comp, auth, _ = env
+    t0 = clock()
+    post(client, auth, arrive(1, t0, "AB123CD"), arrive(2, t0, "BADREAD", bay="B2"),
+         depart(1, t0, t0 + timedelta(minutes=5), "AB123CD"), arrive(3, t0 + timedelta(minutes=6), "XY987ZZ"))
+    real = comp.service._decide_one
+
+    def fails_on_bad(db, bay_id, event, now):
+        if getattr(event, "plate", None) == "BADREAD":
+            raise ValueError("a bug in a rule")
+        return real(db, bay_id, event, now)
+
+    monkeypatch.setattr(comp.service, "_decide_one", fails_on_bad)
+    clock.advance(minutes=10)
+    assert comp.drain() is False
+    visits = sorted((v.plate, v.departed_at is not None) for v in rows(settings, VisitRow))
+    assert visits == [("AB123CD", True), ("XY987ZZ", False)]
+    from models.tables import ConsumerCursor, StoredEvent
+
+    stored = rows(settings, StoredEvent)
+    (cursor,) = [c for c in rows(settings, ConsumerCursor) if c.name == "enforcement"]
+    assert cursor.seq == max(e.seq for e in stored)  # past the bad one: it does not block later events
+    comp.drain()
+    assert len(rows(settings, VisitRow)) == 2  # nothing applied twice
