@@ -381,6 +381,10 @@ def test_back_pressure_both_ways_bounds_relay_buffers_and_loses_nothing(loop: st
             for sender, receiver, source in ((cp, up, link.cs), (up, cp, link.csms)):
                 receiver.reading.clear()  # stops reading: its socket buffer fills, then the relay's
                 out = source.peer.transport  # the relay's socket toward the receiver
+                # Bound the kernel's send buffer: with send-buffer autotuning (tcp_wmem up to 4 MiB on
+                # some hosts) the kernel alone could swallow all 4 MiB and the relay would never see
+                # back-pressure to show that it bounds its own buffer.
+                out.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
                 peak = 0
 
                 async def send_all(sender: RawEnd = sender) -> None:
