@@ -357,3 +357,20 @@ def test_windows_look_again_only_when_the_frame_gave_no_plate() -> None:
     assert rec.recognize(np.zeros((400, 500, 3), np.uint8)) == [] and det.sizes == [(400, 500)]  # small frame
     with pytest.raises(ValueError, match="tiles"):
         PlateRecognizer(det, Reader(), "generic", tiles="sometimes")
+
+    class Proposer:
+        def __init__(self) -> None:
+            self.frames = []
+
+        def detect_text(self, image, min_side=None):
+            self.frames.append(image.shape[:2])
+            return []
+
+    # Whole-frame text proposals are the fallback of frames too small for windows only.
+    proposer = Proposer()
+    rec = PlateRecognizer(det, Reader(), "eu", proposer=proposer, refine_boxes=False, tiles="fallback")
+    Reader.text = ""
+    rec.recognize(np.zeros((720, 1280, 3), np.uint8))
+    assert proposer.frames == []
+    rec.recognize(np.zeros((400, 500, 3), np.uint8))
+    assert proposer.frames == [(400, 500)]
