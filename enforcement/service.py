@@ -277,8 +277,10 @@ class EnforcementService:
     def _context(self, db: Session, bay_id: str, now: datetime) -> DecideContext:
         rules = self.rules[bay_id]
         white, black, known = self._lists(db)
-        open_visits = db.exec(select(func.count()).select_from(VisitRow).where(VisitRow.departed_at == None)).one()  # noqa: E711
-        occupancy = 100.0 * open_visits / len(self.bays) if self.bays else None
+        occupancy = None  # read only where a rule gates on it: one query per event saved everywhere else
+        if rules.min_occupancy_pct is not None and self.bays:
+            open_visits = db.exec(select(func.count()).select_from(VisitRow).where(VisitRow.departed_at == None)).one()  # noqa: E711
+            occupancy = 100.0 * open_visits / len(self.bays)
         ban_h = self._max_ban_h
         overstays: list[Overstay] = []
         if ban_h:
