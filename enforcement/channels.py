@@ -118,7 +118,7 @@ TEMPLATES: dict[str, TemplateSpec] = {
         required=frozenset(
             {"plate", "bay", "site", "grace_ends_at", "minutes_left", "fee_per_minute", "fee_cap", "currency"}
         ),
-        optional=frozenset({"driver_url"}) | SITE_KEYS,
+        optional=frozenset({"driver_url", "time_left"}) | SITE_KEYS,
         urls=frozenset({"driver_url"}),
     ),
     "penalty_notice": TemplateSpec(

@@ -14,7 +14,9 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlmodel import Session, select
 
+from enforcement.config import site_rules
 from enforcement.outbox import enqueue
+from enforcement.wording import local_time, time_left, zone
 from models.outbox import PushSubscription
 from models.settings import MailSettings
 from models.tables import Role, User, Vehicle
@@ -112,11 +114,14 @@ class Notifier:
     def _penalty_warning(self, db: Session, p: dict[str, Any]) -> None:
         starts = datetime.fromisoformat(p["fee_starts_at"])
         site = runtime_settings.effective_site(self.ctx, db)  # read now: an edit on the settings page applies
+        tz = zone(site_rules(db, self.ctx.settings.enforcement).schedule.timezone)
         context = {
             "plate": p.get("plate") or "", "bay": p["bay_id"], "site": site.name,
             **runtime_settings.site_context(site),
-            "grace_ends_at": starts.isoformat(timespec="minutes"),
+            # The grace ends the very second the fee starts: both are printed to the second.
+            "grace_ends_at": local_time(starts, tz),
             "minutes_left": max(0, int((starts - self.ctx.clock()).total_seconds() // 60)),
+            "time_left": time_left(starts, self.ctx.clock()),
             "fee_per_minute": _money(p["fee_per_min"]),
             # the cap of the visit's own rule snapshot; none: uncapped (the text then names no cap)
             "fee_cap": _money(p["fee_cap"]) if p.get("fee_cap") is not None else "",
@@ -127,10 +132,11 @@ class Notifier:
 
     def _penalty_notice(self, db: Session, p: dict[str, Any]) -> None:
         site = runtime_settings.effective_site(self.ctx, db)
+        tz = zone(site_rules(db, self.ctx.settings.enforcement).schedule.timezone)
         context = {
             "plate": p.get("plate") or "", "bay": p["bay_id"], "site": site.name, **runtime_settings.site_context(site),
             "amount": _money(p["amount"]), "currency": p["currency"], "rule": RULE_TEXT.get(p["kind"], p["kind"]),
-            "started_at": p["started_at"], "ended_at": p.get("ended_at") or "",
+            "started_at": local_time(p["started_at"], tz), "ended_at": local_time(p.get("ended_at"), tz),
             "driver_url": driver_url(self.ctx, p["violation_id"]),
         }
         if p.get("minutes") is not None:

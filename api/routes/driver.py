@@ -16,6 +16,8 @@ from api.deps import Ctx, DbSession, client_ip
 from api.limits import LOGIN_BODY
 from api.routes.evidence import _resolve
 from api.templating import render
+from enforcement.config import site_rules
+from enforcement.wording import local_time, zone
 from models import audit
 from models.outbox import PushSubscription
 from models.tables import Penalty, Presence, VisitRow
@@ -39,8 +41,9 @@ def notice(token: str, request: Request, ctx: Ctx, db: DbSession, done: str = ""
     p = _penalty(ctx, db, token)
     visit = db.get(VisitRow, p.visit_id)
     timeline = visit.data.get("timeline", []) if visit else []
+    tz = zone(site_rules(db, ctx.settings.enforcement).schedule.timezone)
     return render(request, "notice.html", p=p, visit=visit, timeline=timeline, token=token,
-                  rule=RULE_TEXT.get(p.kind, p.kind), done=done,
+                  rule=RULE_TEXT.get(p.kind, p.kind), done=done, when=lambda at: local_time(at, tz),
                   vapid_public_key=ctx.settings.notifications.vapid_public_key or "")
 
 

@@ -29,7 +29,8 @@ def env(tmp_path, sqlite_url, clock, smtp):
         components={"api": True, "scheduler": False, "cameras": False, "relay": False, "enforcement": False},
         cameras=[{"name": "gate", "url": "rtsp://127.0.0.1:1/x", "zones": [{"bay_id": "B1",
                                                                             "polygon": [[0, 0], [9, 0], [9, 9]]}]}],
-        enforcement={"rules": {"idle_grace_min": 10, "idle_fee_per_min": "0.40", "idle_fee_cap": "20.00"},
+        enforcement={"rules": {"idle_grace_min": 10, "idle_fee_per_min": "0.40", "idle_fee_cap": "20.00",
+                               "schedule": {"timezone": "Europe/Berlin"}},  # the site's zone, not UTC
                      "bays": [{"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1}]},
         mail={"host": "127.0.0.1", "port": smtp.port, "security": "none", "from_address": "bays@example.org"},
         site_name="Depot <North>",
@@ -68,6 +69,10 @@ def test_warning_and_notice_each_sent_once_and_driver_page_works(env, smtp):
     dispatch()
     (warning,) = smtp.handler.messages
     assert warning.rcpt_tos == ["ann@example.org"] and "AB123CD" in warning.message.get_body(("plain",)).get_content()
+    # Times in the site's zone, to the second, no offsets or microseconds; the countdown agrees with them.
+    local = r"\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d:\d\d CES?T"
+    said = warning.message.get_body(("plain",)).get_content()
+    assert re.search(rf"It ends at {local} \(in 9 minutes\)\.", said) and "+00:00" not in said
     clock.advance(minutes=40)
     comp.service.sweep()
     depart = ev("d1", "vehicle_departed", t0 + timedelta(minutes=61), presence_id="p1", camera="gate", bay_id="B1",
@@ -80,6 +85,8 @@ def test_warning_and_notice_each_sent_once_and_driver_page_works(env, smtp):
     notice = smtp.handler.messages[1].message
     text = notice.get_body(("plain",)).get_content()
     assert "12.00" in text and "EUR" in text  # 30 idle minutes after the grace at 0.40
+    assert re.search(rf"From:   {local}\r?\n", text) and re.search(rf"To:     {local}\r?\n", text)
+    assert re.search(r"Billed: 30 minutes\r?\n", text) and "+00:00" not in text
     html = notice.get_body(("html",)).get_content()
     assert "Depot &lt;North&gt;" in html and "<North>" not in html
     link = re.search(r"https?://\S+/notice/[\w.\-]+", text).group(0)
@@ -87,6 +94,7 @@ def test_warning_and_notice_each_sent_once_and_driver_page_works(env, smtp):
     client.cookies.clear()  # the driver is nobody's operator
     page = client.get(f"/{path}")
     assert page.status_code == 200 and "12.00" in page.text and "AB123CD" in page.text
+    assert re.search(local, page.text) and "+00:00</" not in page.text
     assert client.get(f"/{path}x").status_code == 404  # a forged link
     r = client.post(f"/{path}/dispute", data={"reason": "I was <b>still charging</b>"})
     assert r.status_code == 303

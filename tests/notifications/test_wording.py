@@ -1,0 +1,37 @@
+"""Times and durations on driver notices: the site's zone, written as people write them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from enforcement.channels import Renderer
+from enforcement.wording import local_time, minutes_text, time_left, zone
+
+
+def test_times_are_local_to_the_second_without_offsets_or_microseconds() -> None:
+    at = datetime(2026, 12, 6, 0, 27, 40, 10136, tzinfo=UTC)
+    assert local_time(at, zone("Europe/Berlin")) == "6 Dec 2026, 01:27:40 CET"
+    assert local_time(at.isoformat(), zone("America/New_York"), seconds=False) == "5 Dec 2026, 19:27 EST"
+    assert local_time(datetime(2026, 7, 1, 12, 0, tzinfo=UTC), zone("Europe/Berlin")) == "1 Jul 2026, 14:00:00 CEST"
+    assert local_time(None, zone("UTC")) == "" and zone("Not/AZone") == zone("UTC")
+
+
+def test_plurals_and_a_countdown_that_never_promises_more_time_than_is_left() -> None:
+    assert minutes_text(1) == "1 minute" and minutes_text(0) == "0 minutes" and minutes_text(15) == "15 minutes"
+    end = datetime(2026, 12, 6, 0, 27, 40, tzinfo=UTC)
+    assert time_left(end, end - timedelta(minutes=14, seconds=59)) == "in 14 minutes"
+    assert time_left(end, end - timedelta(seconds=61)) == "in 1 minute"
+    assert time_left(end, end - timedelta(seconds=20)) == "in less than a minute"
+    assert time_left(end, end + timedelta(seconds=1)) == "now"
+
+
+def test_notices_say_one_minute_and_the_grace_end_the_way_it_was_computed() -> None:
+    r = Renderer()
+    base = {"plate": "AB123CD", "bay": "B1", "site": "Depot", "currency": "EUR"}
+    text = r.text("penalty_notice", {**base, "amount": "0.50", "rule": "idle fee", "minutes_billed": 1,
+                                     "started_at": "6 Dec 2026, 01:27:40 CET", "ended_at": "6 Dec 2026, 01:28:45 CET",
+                                     "driver_url": "https://x.example/n"})
+    assert "Billed: 1 minute\n" in text and "To:     6 Dec 2026, 01:28:45 CET" in text
+    warn = r.text("penalty_warning", {**base, "grace_ends_at": "6 Dec 2026, 01:27:40 CET", "minutes_left": 0,
+                                      "time_left": "in less than a minute", "fee_per_minute": "0.50", "fee_cap": ""})
+    assert "It ends at 6 Dec 2026, 01:27:40 CET (in less than a minute)." in warn
