@@ -17,7 +17,7 @@ from api.limits import LOGIN_BODY
 from api.routes.evidence import _resolve
 from api.templating import render
 from enforcement.config import site_rules
-from enforcement.wording import local_time, zone
+from enforcement.wording import local_time, timeline_line, zone
 from models import audit
 from models.outbox import PushSubscription
 from models.tables import Penalty, Presence, VisitRow
@@ -43,7 +43,7 @@ def notice(token: str, request: Request, ctx: Ctx, db: DbSession, done: str = ""
     timeline = visit.data.get("timeline", []) if visit else []
     tz = zone(site_rules(db, ctx.settings.enforcement).schedule.timezone)
     return render(request, "notice.html", p=p, visit=visit, timeline=timeline, token=token,
-                  rule=RULE_TEXT.get(p.kind, p.kind), done=done, when=lambda at: local_time(at, tz),
+                  rule=RULE_TEXT.get(p.kind, p.kind), done=done, when=lambda at: local_time(at, tz), say=timeline_line,
                   vapid_public_key=ctx.settings.notifications.vapid_public_key or "")
 
 

@@ -95,6 +95,8 @@ def test_warning_and_notice_each_sent_once_and_driver_page_works(env, smtp):
     page = client.get(f"/{path}")
     assert page.status_code == 200 and "12.00" in page.text and "AB123CD" in page.text
     assert re.search(local, page.text) and "+00:00</" not in page.text
+    # Plain words, not OCPP's: the idle event's SuspendedEV reads as the car having stopped taking power.
+    assert "SuspendedEV" not in page.text and "charging finished (the car stopped taking power)" in page.text
     assert client.get(f"/{path}x").status_code == 404  # a forged link
     r = client.post(f"/{path}/dispute", data={"reason": "I was <b>still charging</b>"})
     assert r.status_code == 303

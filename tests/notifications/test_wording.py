@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from enforcement.channels import Renderer
-from enforcement.wording import local_time, minutes_text, time_left, zone
+from enforcement.wording import local_time, minutes_text, time_left, timeline_line, zone
 
 
 def test_times_are_local_to_the_second_without_offsets_or_microseconds() -> None:
@@ -35,3 +35,12 @@ def test_notices_say_one_minute_and_the_grace_end_the_way_it_was_computed() -> N
     warn = r.text("penalty_warning", {**base, "grace_ends_at": "6 Dec 2026, 01:27:40 CET", "minutes_left": 0,
                                       "time_left": "in less than a minute", "fee_per_minute": "0.50", "fee_cap": ""})
     assert "It ends at 6 Dec 2026, 01:27:40 CET (in less than a minute)." in warn
+
+
+def test_timeline_entries_in_plain_words() -> None:
+    assert timeline_line("departed", "departed") == "car left"  # not "departed: departed"
+    assert timeline_line("idle", "SuspendedEV") == "charging finished (the car stopped taking power)"
+    assert timeline_line("transaction_ended", "EVDisconnected") == "charging session ended (cable unplugged)"
+    paused = timeline_line("suspended", "SuspendedEVSE: paused by the station, not the car; no idle fee")
+    assert paused.startswith("charging paused by the station (") and "SuspendedEVSE" not in paused
+    assert timeline_line("something_new", "") == "something new"
