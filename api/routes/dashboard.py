@@ -14,6 +14,7 @@ from urllib.parse import quote_plus, urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from sqlmodel import func, select
 
 from api.deps import Ctx, DbSession, Operator, Principal, Viewer
 from api.pagination import RowId
@@ -22,7 +23,7 @@ from api.routes import cameras as cameras_api
 from api.routes import csms as csms_api
 from api.routes import enforcement as enf_api
 from api.templating import render
-from models.tables import Permission, Presence, VisitRow
+from models.tables import Penalty, Permission, Presence, VisitRow
 
 router = APIRouter(prefix="/dash", include_in_schema=False)
 
@@ -81,8 +82,11 @@ def penalties_page(request: Request, db: DbSession, principal: Viewer, state: st
         visit = db.get(VisitRow, p.visit_id)
         items.append({"p": p, "evidence": _evidence(db, visit),
                       "timeline": list(visit.data.get("timeline", [])) if visit else []})
+    # How many penalties each state holds: an empty state then says where the others are.
+    counts = dict(db.exec(select(Penalty.state, func.count()).group_by(Penalty.state)).all())  # type: ignore[arg-type]
     return page(request, "dash/penalties.html", principal, items=items, state=state, message=msg, error=error,
-                states=["pending_review", "violation", "notice_issued", "disputed", "paid", "waived"])
+                states=["pending_review", "violation", "notice_issued", "disputed", "paid", "waived"],
+                counts=counts)
 
 
 @router.post("/penalties/{violation_id:path}/{action}")
@@ -141,8 +145,11 @@ def reads_page(request: Request, ctx: Ctx, db: DbSession, principal: Viewer, cam
 
 
 @router.get("/chargers", response_class=HTMLResponse)
-def chargers_page(request: Request, db: DbSession, principal: Viewer) -> HTMLResponse:
-    return page(request, "dash/chargers.html", principal, chargers=csms_api.list_chargers(db, principal))
+def chargers_page(request: Request, ctx: Ctx, db: DbSession, principal: Viewer) -> HTMLResponse:
+    s = ctx.settings
+    return page(request, "dash/chargers.html", principal, chargers=csms_api.list_chargers(db, principal),
+                relay_on=s.components.relay, relay_at=f"{s.relay.host}:{s.relay.port}",
+                intakes=len(s.csms_intakes))
 
 
 @router.get("/audit", response_class=HTMLResponse)

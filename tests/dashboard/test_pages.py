@@ -127,7 +127,10 @@ def test_visits_and_chargers(env, clock: FakeClock) -> None:
     html = client.get("/dash/visits?plate=ab123cd").text
     assert "AB123CD" in html and "idle for 30 minutes" in html
     assert "No visits match" in client.get("/dash/visits?bay_id=Z9").text
-    assert "No charger has been seen yet" in client.get("/dash/chargers").text
+    chargers = client.get("/dash/chargers").text
+    # The empty page says how chargers get here: the relay is off by default, or a CSMS intake.
+    assert "No charger has been seen yet" in chargers and "the OCPP relay is off" in chargers
+    assert "components.relay: true" in chargers and "/api/v1/csms/events" in chargers
 
 
 def test_list_add_search_delete_and_escape(env) -> None:
@@ -182,7 +185,10 @@ def test_penalty_review_issue_and_waive(env, clock: FakeClock) -> None:
     assert r.headers["location"] == "/dash/penalties?msg=Penalty+issued"
     p = client.get("/api/v1/penalties?state=notice_issued").json()[0]
     assert p["plate"] == "AB123CD" and p["needs_review"] is False
-    assert "No penalties are pending review" in client.get("/dash/penalties").text
+    empty = client.get("/dash/penalties").text
+    # The review queue is empty, and the page says where the penalty went.
+    assert "No penalties are pending review. Elsewhere: 1 notice issued; pick a state above." in empty
+    assert ">notice issued (1)</option>" in empty and ">pending review (0)</option>" in empty
 
 
 def test_reads_filters_and_keyset_pages(env, clock: FakeClock) -> None:
