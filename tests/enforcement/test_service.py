@@ -15,15 +15,15 @@ RULES = {"idle_grace_min": 10, "idle_fee_per_min": "0.50", "idle_fee_cap": "30.0
          "confirmation_threshold": 0.8}
 
 
-@pytest.fixture
-def env(tmp_path, db_url, clock):
+def _env(tmp_path, db_url, clock, rules):
+    """Two bays on one charger and one camera, the API, and an engine the test drains by hand."""
     settings = make_settings(
         tmp_path, db_url,
         components={"api": True, "scheduler": False, "cameras": False, "relay": False, "enforcement": False},
         cameras=[{"name": "gate", "url": "rtsp://127.0.0.1:1/x", "zones": [
             {"bay_id": "B1", "polygon": [[0, 0], [10, 0], [10, 10]]},
             {"bay_id": "B2", "polygon": [[20, 0], [30, 0], [30, 10]]}]}],
-        enforcement={"rules": RULES, "bays": [
+        enforcement={"rules": rules, "bays": [
             {"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1},
             {"bay_id": "B2", "charge_point_id": "CP1", "connector_id": 2}]},
     )
@@ -35,6 +35,11 @@ def env(tmp_path, db_url, clock):
         comp = EnforcementComponent(client.app.state.ctx)
         comp.service = comp._build()
         yield settings, client, clock, comp, {"Authorization": f"Bearer {token}"}, csrf
+
+
+@pytest.fixture
+def env(tmp_path, db_url, clock):
+    yield from _env(tmp_path, db_url, clock, RULES)
 
 
 def post(client, auth, *events):
@@ -263,28 +268,13 @@ def test_a_bad_event_in_a_batch_is_skipped_alone_and_the_others_apply_once(env, 
 def test_occupancy_gate_counts_the_sites_open_visits(tmp_path, db_url, clock, min_occupancy, fined):
     # The open-visit count is read only for rules that gate on occupancy: here one car in two bays is
     # 50 % occupancy, enough for a 50 % gate and not for a 60 % one.
-    settings = make_settings(
-        tmp_path, db_url,
-        components={"api": True, "scheduler": False, "cameras": False, "relay": False, "enforcement": False},
-        cameras=[{"name": "gate", "url": "rtsp://127.0.0.1:1/x", "zones": [
-            {"bay_id": "B1", "polygon": [[0, 0], [10, 0], [10, 10]]},
-            {"bay_id": "B2", "polygon": [[20, 0], [30, 0], [30, 10]]}]}],
-        enforcement={"rules": {**RULES, "min_occupancy_pct": min_occupancy}, "bays": [
-            {"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1},
-            {"bay_id": "B2", "charge_point_id": "CP1", "connector_id": 2}]},
-    )
-    client = client_for(settings, clock=clock)
-    add_user(settings, "root", Role.admin)
-    with client:
-        csrf = login(client, "root")
-        token = client.post("/api/v1/tokens", json=EDGE_TOKEN, headers={"X-CSRF-Token": csrf}).json()["token"]
-        comp = EnforcementComponent(client.app.state.ctx)
-        comp.service = comp._build()
-        t0 = clock()
-        post(client, {"Authorization": f"Bearer {token}"}, arrive(1, t0, "AB123CD"),
-             charger(1, "transaction_started", t0 + timedelta(minutes=1)),
-             charger(3, "charging_idle", t0 + timedelta(minutes=5), reason="SuspendedEV"))
-        clock.advance(minutes=20)
-        comp.drain()
-        comp.service.sweep()
-        assert bool(rows(settings, Penalty)) == fined
+    gen = _env(tmp_path, db_url, clock, {**RULES, "min_occupancy_pct": min_occupancy})
+    settings, client, clock, comp, auth, _ = next(gen)
+    t0 = clock()
+    post(client, auth, arrive(1, t0, "AB123CD"), charger(1, "transaction_started", t0 + timedelta(minutes=1)),
+         charger(3, "charging_idle", t0 + timedelta(minutes=5), reason="SuspendedEV"))
+    clock.advance(minutes=20)
+    comp.drain()
+    comp.service.sweep()
+    assert bool(rows(settings, Penalty)) == fined
+    gen.close()
