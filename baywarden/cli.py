@@ -436,6 +436,13 @@ def anpr_train_detector(
     out: Annotated[Path, typer.Option(help="Run folder (weights, logs).")] = Path("runs/detector"),
     arch: Annotated[str, typer.Option(help="Ultralytics model yaml to start from.")] = "yolo11n.yaml",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt.")] = False,
+    init: Annotated[Path | None, typer.Option(
+        help="Start from these weights: a .pt, or an exported .onnx such as anpr/weights/plate_detector.onnx.")] = None,
+    synth_us: Annotated[int, typer.Option(
+        min=0, max=20000, help="Add N training scenes: plate-crops-us train crops pasted on train-split cars.")] = 0,
+    lr0: Annotated[float | None, typer.Option(min=1e-6, max=0.1, help="Initial learning rate (AdamW).")] = None,
+    warmup_epochs: Annotated[float, typer.Option(min=0.0, max=10.0)] = 3.0,
+    close_mosaic: Annotated[int, typer.Option(min=0, max=100, help="Last epochs without mosaic.")] = 10,
 ) -> None:
     """Train the plate detector on CPU with ultralytics and export it to anpr/weights/plate_detector.onnx."""
     try:
@@ -446,8 +453,11 @@ def anpr_train_detector(
         if not (d / "train.txt").is_file():
             fail(f"{d}: no train.txt (expected a YOLO export as in ../shared/datasets)", 2)
     setup_logging("INFO", "train")
+    if init is not None and not init.is_file():
+        fail(f"{init}: no such weights file", 2)
     opts = TrainOptions(datasets=tuple(data), out_dir=out, epochs=epochs, imgsz=imgsz, hours=hours, arch=arch,
-                        resume=resume)
+                        resume=resume, init=init, synth_us=synth_us, lr0=lr0, warmup_epochs=warmup_epochs,
+                        close_mosaic=close_mosaic)
     typer.echo(f"exported {train_detector(opts)}")
 
 

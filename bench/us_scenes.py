@@ -24,11 +24,11 @@ import random
 from pathlib import Path
 
 import cv2
-import numpy as np
+
+from anpr.scene_synth import H, W, paste_plate
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
-W, H = 1280, 720
 
 
 def _hosts(datasets: Path) -> list[tuple[Path, tuple[float, float, float, float]]]:
@@ -38,42 +38,6 @@ def _hosts(datasets: Path) -> list[tuple[Path, tuple[float, float, float, float]
         if len(row["plates"]) == 1:
             out.append((datasets / "plates-dev" / row["image"], tuple(row["plates"][0]["box"])))
     return out
-
-
-def _scene(host: np.ndarray, box: tuple[float, float, float, float], crop: np.ndarray, width: int,
-           rng: random.Random) -> tuple[np.ndarray, list[float]]:
-    x1, y1, x2, y2 = box
-    scale = 1.7 * width / max(1.0, x2 - x1)
-    scale = max(scale, W / host.shape[1], H / host.shape[0])  # the window must fit in the scaled host
-    img = cv2.resize(host, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    bx1, by1, bx2, by2 = (v * scale for v in box)
-    cx, cy = (bx1 + bx2) / 2, (by1 + by2) / 2
-    # A window that keeps the plate inside, at a random place.
-    left = int(np.clip(cx - rng.uniform(0.2, 0.8) * W, 0, img.shape[1] - W))
-    top = int(np.clip(cy - rng.uniform(0.3, 0.8) * H, 0, img.shape[0] - H))
-    frame = img[top : top + H, left : left + W].copy()
-    cx, cy = cx - left, cy - top
-    ox1, oy1 = max(0, int(bx1 - left)), max(0, int(by1 - top))
-    ox2, oy2 = min(W, int(bx2 - left) + 1), min(H, int(by2 - top) + 1)
-    if ox2 > ox1 and oy2 > oy1:  # the host's own plate must not show beside the pasted one: paint it out
-        mask = np.zeros(frame.shape[:2], np.uint8)
-        mask[max(0, oy1 - 3) : oy2 + 3, max(0, ox1 - 3) : ox2 + 3] = 255
-        frame = cv2.inpaint(frame, mask, 5, cv2.INPAINT_TELEA)
-    height = round(width * crop.shape[0] / crop.shape[1])
-    # Slight perspective: the plate's far side a little shorter, as seen from a pole beside the bay.
-    src = np.float32([[0, 0], [crop.shape[1], 0], [crop.shape[1], crop.shape[0]], [0, crop.shape[0]]])
-    skew = rng.uniform(-0.08, 0.08) * height
-    px, py = cx - width / 2, cy - height / 2
-    dst = np.float32([[px, py + max(0, skew)], [px + width, py + max(0, -skew)],
-                      [px + width, py + height - max(0, -skew)], [px, py + height - max(0, skew)]])
-    m = cv2.getPerspectiveTransform(src, dst)
-    warped = cv2.warpPerspective(crop, m, (W, H), flags=cv2.INTER_AREA)
-    mask = cv2.warpPerspective(np.full(crop.shape[:2], 255, np.uint8), m, (W, H), flags=cv2.INTER_LINEAR)
-    alpha = (mask.astype(np.float32) / 255.0)[..., None]
-    frame = (frame * (1 - alpha) + warped * alpha).astype(np.uint8)
-    xs, ys = dst[:, 0], dst[:, 1]
-    box = [xs.min(), ys.min(), xs.max(), ys.max()]
-    return frame, [round(float(v), 2) for v in box]
 
 
 def build(out: Path, split: str, seed: int, datasets: Path = DATASETS, limit: int | None = None) -> int:
@@ -89,7 +53,7 @@ def build(out: Path, split: str, seed: int, datasets: Path = DATASETS, limit: in
         crop = cv2.imread(str(datasets / "plate-crops-us" / c["image"]))
         if host is None or crop is None:
             continue
-        frame, pbox = _scene(host, box, crop, rng.randint(60, 100), rng)
+        frame, pbox = paste_plate(host, box, crop, rng.randint(60, 100), rng)
         name = f"images/us_scene_{i:03d}.jpg"
         cv2.imwrite(str(out / name), frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
         rows.append({"image": name, "width": W, "height": H, "plates": [{"box": pbox, "text": c["text"]}],
