@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -65,6 +66,28 @@ _CHARGER_KINDS = frozenset(c.model_fields["kind"].default for c in CHARGER_EVENT
 _NEVER_ROUTED = frozenset({"plate_read", "charger_connection", "relay_upstream"})  # read models only
 _WIRING = ("kind", "charge_point_id", "evse_id", "connector_id", "cameras")
 ALERT_SEVERITY = {"blacklist": "critical", "return_ban": "warning", "camera_down": "warning", "unknown_bay": "info"}
+
+_IN_CHUNK = 500  # ids per IN (...) list
+
+
+@dataclass
+class _Batch:
+    """What one transaction has read and what it still has to write (see `handle_many`).
+
+    Bay states are read (and locked) for the whole batch at once; visit and timer rows, which only
+    mirror the bay state for queries, are written once per batch from each one's last value, so a
+    bay that sees several events in a batch costs one write of each, not one per event."""
+
+    bays: dict[str, BayStateRow | None] = field(default_factory=dict)  # None: no row stored yet
+    visits: dict[str, tuple[Visit, datetime]] = field(default_factory=dict)  # latest value wins
+    timers: dict[str, tuple[BayState, datetime]] = field(default_factory=dict)  # bay -> last state
+    bans: tuple[datetime, list[Penalty]] | None = None  # (since, penalties ended since then)
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(ids), _IN_CHUNK):
+        yield ids[i : i + _IN_CHUNK]
+
 
 # Called inside the transaction for what must reach people: (db, kind, payload). The notification
 # outbox hooks in here, so a message is enqueued exactly when its penalty or alert is stored.
@@ -206,13 +229,17 @@ class EnforcementService:
         """Apply several events, in order, in ONE transaction (see `handle`; `now` None: the clock).
 
         A shard's engine applies its backlog this way: one commit, one lease check and one cursor
-        move per batch instead of per event. If any event raises, nothing of the batch is stored."""
+        move per batch instead of per event, the batch's bay states read and locked in one query
+        (in bay order, so two transactions never wait on each other in a cycle) and visit and timer
+        rows written once per batch. If any event raises, nothing of the batch is stored."""
         applied = 0
         self._after_commit.clear()
         try:
             with Session(self.engine, expire_on_commit=False) as db:
+                self._lock_bays(db, events, only)
                 for event, now in events:
                     applied += self._apply_one(db, event, now or self.clock(), only, unknown_bays)
+                self._sync_pending(db)
                 if before_commit is not None:
                     before_commit(db)
                 db.commit()
@@ -238,9 +265,35 @@ class EnforcementService:
             targets = [b for b in targets if b in only]
         return sum(self._decide_one(db, bay_id, event, now) for bay_id in targets)
 
+    @staticmethod
+    def _batch(db: Session) -> _Batch:
+        batch = db.info.get("baywarden.batch")
+        if batch is None:
+            batch = db.info["baywarden.batch"] = _Batch()
+        return batch
+
+    def _lock_bays(self, db: Session, events: Sequence[tuple[Any, datetime | None]],
+                   only: Collection[str] | None) -> None:
+        """Read and lock the bay states of every bay the batch concerns, in one query per 500 bays."""
+        wanted: set[str] = set()
+        for event, _ in events:
+            if isinstance(event, CAMERA_EVENTS) and event.bay_id not in self.bays:
+                continue
+            wanted.update(b for b in self._targets(db, event) if only is None or b in only)
+        batch = self._batch(db)
+        ids = sorted(wanted - batch.bays.keys())
+        for chunk in _chunks(ids):
+            q = select(BayStateRow).where(BayStateRow.bay_id.in_(chunk)).order_by(BayStateRow.bay_id).with_for_update()  # type: ignore[attr-defined]
+            batch.bays.update({r.bay_id: r for r in db.exec(q)})
+        for b in ids:
+            batch.bays.setdefault(b, None)
+
     def _decide_one(self, db: Session, bay_id: str, event: Any, now: datetime) -> int:
-        q = select(BayStateRow).where(BayStateRow.bay_id == bay_id).with_for_update()
-        row = db.exec(q).first()
+        batch = self._batch(db)
+        if bay_id in batch.bays:
+            row = batch.bays[bay_id]
+        else:
+            row = db.exec(select(BayStateRow).where(BayStateRow.bay_id == bay_id).with_for_update()).first()
         state = BayState.model_validate(row.state) if row else self._initial(bay_id)
         if row:  # the bay's wiring may have been edited since the state was stored; the visit keeps its rules
             init = self._initial(bay_id)
@@ -250,10 +303,11 @@ class EnforcementService:
             self._apply(db, bay_id, action, now)
         new = decision.new_state
         self._sync_visit(db, new.visit, now)
-        self._sync_timers(db, bay_id, new, now)
+        batch.timers[bay_id] = (new, now)
         row = row or BayStateRow(bay_id=bay_id, state={}, updated_at=now)
         row.state, row.version, row.updated_at = new.model_dump(mode="json"), row.version + 1, now
         db.add(row)
+        batch.bays[bay_id] = row
         return len(decision.actions)
 
     def _lists(self, db: Session) -> tuple[tuple[WhitelistEntry, ...], tuple[BlacklistEntry, ...], tuple[str, ...]]:
@@ -279,15 +333,15 @@ class EnforcementService:
         white, black, known = self._lists(db)
         occupancy = None  # read only where a rule gates on it: one query per event saved everywhere else
         if rules.min_occupancy_pct is not None and self.bays:
+            self._sync_pending(db)  # the visits this batch opened or closed count
             open_visits = db.exec(select(func.count()).select_from(VisitRow).where(VisitRow.departed_at == None)).one()  # noqa: E711
             occupancy = 100.0 * open_visits / len(self.bays)
         ban_h = self._max_ban_h
         overstays: list[Overstay] = []
         if ban_h:
             since = now - timedelta(hours=ban_h)
-            q = select(Penalty).where(Penalty.kind.in_(("idle", "overstay"))).where(Penalty.ended_at >= since)  # type: ignore[attr-defined]
-            for p in db.exec(q):
-                if p.plate and p.ended_at and p.state not in ("waived", "voided"):
+            for p in self._recent_penalties(db, since):
+                if p.plate and p.ended_at and p.ended_at >= since and p.state not in ("waived", "voided"):
                     until = p.ended_at + timedelta(hours=self.rules.get(p.bay_id, rules).return_ban_hours)
                     overstays.append(
                         Overstay(
@@ -308,6 +362,20 @@ class EnforcementService:
             recent_overstays=tuple(overstays),
         )
 
+    def _recent_penalties(self, db: Session, since: datetime) -> list[Penalty]:
+        """Idle and overstay penalties ended since `since`: read once per batch (the caller filters
+        by its own `since`), again only after this batch wrote a penalty or for an earlier `since`."""
+        batch = self._batch(db)
+        if batch.bans is None or since < batch.bans[0]:
+            q = select(Penalty).where(Penalty.kind.in_(("idle", "overstay"))).where(Penalty.ended_at >= since)  # type: ignore[attr-defined]
+            batch.bans = (since, list(db.exec(q)))
+        return batch.bans[1]
+
+    def _notify(self, db: Session, kind: str, payload: dict[str, Any]) -> None:
+        if self.notify:
+            self._sync_pending(db)  # a notice looks up its visit's evidence
+            self.notify(db, kind, payload)
+
     # --- applying actions -------------------------------------------------------------------
 
     def _apply(self, db: Session, bay_id: str, action: Any, now: datetime) -> None:
@@ -316,8 +384,7 @@ class EnforcementService:
         elif isinstance(action, RaiseAlert):
             self._alert(db, action)
         elif isinstance(action, SendWarning):
-            if self.notify:
-                self.notify(db, "penalty_warning", {"bay_id": bay_id, **action.model_dump(mode="json")})
+            self._notify(db, "penalty_warning", {"bay_id": bay_id, **action.model_dump(mode="json")})
         elif isinstance(action, RaiseViolation):
             p = db.get(Penalty, action.violation_id)
             if p is None:
@@ -336,6 +403,7 @@ class EnforcementService:
                     updated_at=now,
                 )
                 db.add(p)
+                self._batch(db).bans = None
         elif isinstance(action, FinalisePenalty):
             self._finalise(db, bay_id, action, now)
         elif isinstance(action, AccessDecision):
@@ -373,8 +441,9 @@ class EnforcementService:
         else:
             p.state = "notice_issued"
         db.add(p)
-        if p.state == "notice_issued" and self.notify:
-            self.notify(db, "penalty_notice", {"bay_id": bay_id, **a.model_dump(mode="json")})
+        self._batch(db).bans = None  # a return ban may start from this one
+        if p.state == "notice_issued":
+            self._notify(db, "penalty_notice", {"bay_id": bay_id, **a.model_dump(mode="json")})
 
     def _alert(self, db: Session, a: RaiseAlert) -> None:
         title = {
@@ -392,8 +461,7 @@ class EnforcementService:
             subject=a.plate or a.bay_id or "",
         )
         db.add(alert)
-        if self.notify:
-            self.notify(db, "operator_alert", {"title": title, **a.model_dump(mode="json")})
+        self._notify(db, "operator_alert", {"title": title, **a.model_dump(mode="json")})
 
     def _unknown_bay(self, db: Session, event: Any, now: datetime) -> None:
         # One alert per unknown bay and hour, not one per heartbeat.
@@ -417,27 +485,46 @@ class EnforcementService:
             )
 
     def _sync_visit(self, db: Session, visit: Visit | None, now: datetime) -> None:
-        if visit is None:
-            return
-        row = db.get(VisitRow, visit.visit_id) or VisitRow(
-            visit_id=visit.visit_id, bay_id=visit.bay_id, arrived_at=visit.arrived_at, data={}, updated_at=now
-        )
-        row.plate, row.plate_confidence = visit.plate, visit.plate_confidence
-        row.arrived_at, row.departed_at, row.close_reason = visit.arrived_at, visit.departed_at, visit.close_reason
-        row.charge_point_id = visit.tx.charge_point_id if visit.tx else None
-        row.transaction_id = visit.tx.transaction_id if visit.tx else None
-        row.exempt, row.blacklisted = visit.exempt, visit.blacklisted
-        row.data, row.updated_at = visit.model_dump(mode="json"), now
-        db.add(row)
+        if visit is not None:  # written by `_sync_pending`, once per batch, from its last value
+            self._batch(db).visits[visit.visit_id] = (visit, now)
 
-    def _sync_timers(self, db: Session, bay_id: str, state: BayState, now: datetime) -> None:
-        wanted = {t.timer_id: t for t in state.timers}
-        for row in db.exec(select(TimerRow).where(TimerRow.bay_id == bay_id).where(TimerRow.state == "pending")):
-            if row.timer_id not in wanted:
+    def _sync_pending(self, db: Session) -> None:
+        """Write the visit and timer rows this batch changed (a few queries, whatever its size)."""
+        batch = self._batch(db)
+        visits, batch.visits = batch.visits, {}
+        stored: dict[str, VisitRow] = {}
+        for chunk in _chunks(sorted(visits)):
+            stored.update({r.visit_id: r for r in db.exec(select(VisitRow).where(VisitRow.visit_id.in_(chunk)))})  # type: ignore[attr-defined]
+        for visit_id, (visit, now) in visits.items():
+            row = stored.get(visit_id) or VisitRow(
+                visit_id=visit_id, bay_id=visit.bay_id, arrived_at=visit.arrived_at, data={}, updated_at=now
+            )
+            row.plate, row.plate_confidence = visit.plate, visit.plate_confidence
+            row.arrived_at, row.departed_at, row.close_reason = visit.arrived_at, visit.departed_at, visit.close_reason
+            row.charge_point_id = visit.tx.charge_point_id if visit.tx else None
+            row.transaction_id = visit.tx.transaction_id if visit.tx else None
+            row.exempt, row.blacklisted = visit.exempt, visit.blacklisted
+            row.data, row.updated_at = visit.model_dump(mode="json"), now
+            db.add(row)
+        states, batch.timers = batch.timers, {}
+        if not states:
+            return
+        wanted = {t.timer_id: (bay_id, t) for bay_id, (state, _) in states.items() for t in state.timers}
+        pending: dict[str, TimerRow] = {}
+        for chunk in _chunks(sorted(states)):
+            q = select(TimerRow).where(TimerRow.bay_id.in_(chunk)).where(TimerRow.state == "pending")  # type: ignore[attr-defined]
+            pending.update({r.timer_id: r for r in db.exec(q)})
+        for timer_id, row in pending.items():
+            if timer_id not in wanted:
                 row.state = "done"  # fired or cancelled inside decide
                 db.add(row)
-        for t in wanted.values():
-            row = db.get(TimerRow, t.timer_id)
+        others: dict[str, TimerRow] = {}  # wanted again after it fired or was cancelled (rare)
+        for chunk in _chunks(sorted(wanted.keys() - pending.keys())):
+            others.update({r.timer_id: r for r in db.exec(select(TimerRow).where(TimerRow.timer_id.in_(chunk)))})  # type: ignore[attr-defined]
+        for timer_id, (bay_id, t) in wanted.items():
+            if timer_id in pending:
+                continue
+            row = others.get(timer_id)
             if row is None:
                 db.add(TimerRow(timer_id=t.timer_id, bay_id=bay_id, visit_id=t.visit_id, kind=t.kind, due_at=t.due_at))
             elif row.state != "pending":
