@@ -2,7 +2,7 @@
 
     python bench/ingest.py [--reads 1000] [--threads 8] [--image-kb 200] [--postgres URL] [--mqtt]
 
-Runs the real service in this process (uvicorn on 127.0.0.1, the enforcement engine on): `--reads`
+Runs the real service in a child process (uvicorn on 127.0.0.1, the enforcement engine on): `--reads`
 Plate Recognizer webhooks, each a multipart form with a `--image-kb` JPEG, each for its own bay, posted
 by `--threads` HTTP clients; then (with `--mqtt` and Debian's mosquitto) as many Frigate MQTT messages
 without pictures. Prints reads/s accepted per kind and p50/p95 from receipt (`domain_events.received_at`)
@@ -13,7 +13,6 @@ reads/s with 200 KB pictures, >= 2,000 MQTT messages/s, p95 <= 300 ms. Compare r
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import socket
@@ -21,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +84,18 @@ def wait_applied(url: str, source: str, n: int, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
+def serve(config: Path) -> None:
+    """The service under test (a child process): uvicorn with the API, the engine and the scheduler."""
+    import uvicorn
+
+    from api.app import create_app
+    from models.settings import load_settings
+
+    values = json.loads(config.read_text())
+    settings = load_settings(None, **values)
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=values["port"], log_config=None, access_log=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reads", type=int, default=1000)
@@ -93,13 +103,13 @@ def main() -> None:
     ap.add_argument("--image-kb", type=int, default=200)
     ap.add_argument("--postgres", help="admin URL; default: SQLite in a temporary folder")
     ap.add_argument("--mqtt", action="store_true", help="also Frigate messages through a local mosquitto")
+    ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
 
-    import uvicorn
-
-    from api.app import create_app
     from models.db import upgrade
-    from models.settings import load_settings
 
     work = Path(tempfile.mkdtemp(prefix="bw-ingest-"))
     url = fresh_pg(args.postgres) if args.postgres else f"sqlite:///{work / 'ingest.db'}"
@@ -121,18 +131,25 @@ def main() -> None:
         sources.append({"name": "frigate", "kind": "frigate", "max_per_s": 10000, "burst": 100000,
                         "cameras": [{"id": f"f{i}", "bay_id": f"B{n + i}"} for i in range(n)]})
     port = free_port()
-    settings = load_settings(
-        None, data_dir=str(work / "data"), database_url=url, port=port, log_level="WARNING", sources=sources,
-        mqtt={"port": mqtt_port, "publish": False} if args.mqtt else None,
-        components={"api": True, "scheduler": True, "enforcement": True, "cameras": False, "relay": False},
-        enforcement={"bays": bays},
-    )
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None,
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.1)
+    config = {
+        "data_dir": str(work / "data"), "database_url": url, "port": port, "log_level": "WARNING", "sources": sources,
+        "mqtt": {"port": mqtt_port, "publish": False} if args.mqtt else None,
+        "components": {"api": True, "scheduler": True, "enforcement": True, "cameras": False, "relay": False},
+        "enforcement": {"bays": bays},
+    }
+    (work / "service.json").write_text(json.dumps(config))
+    # The service runs in its own process, as in production: the clients here do not share its GIL.
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(work / "service.json")])
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit("the service did not start")
+        time.sleep(0.2)
     image = picture(args.image_kb)
     base = f"http://127.0.0.1:{port}/api/v1/sources/pr/platerecognizer"
 
@@ -186,11 +203,10 @@ def main() -> None:
                           "messages_per_s": round(got / elapsed, 1),
                           "receipt_to_bay_state_p50_s": round(statistics.median(lat), 3),
                           "receipt_to_bay_state_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3)}), flush=True)
-    server.should_exit = True
-    thread.join(10)
+    server.terminate()
+    server.wait(20)
     if broker is not None:
         broker.terminate()
-    asyncio.run(asyncio.sleep(0))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,47 @@ def ingest(db: Session, envelope: EventEnvelope, *, source: str, now: datetime) 
     return True
 
 
-def _apply(db: Session, ev: object) -> None:
+_VEHICLE = (VehicleArrived, VehicleStillPresent, VehicleDeparted)
+_IN_CHUNK = 500
+
+
+def ingest_batch(db: Session, items: list[tuple[EventEnvelope, str]], *, now: datetime) -> list[bool]:
+    """`ingest` for many events (envelope, source) in one go: one query for the ids already stored, one for
+    the presences they touch, and the rows written in the caller's next flush. Whether each was new.
+
+    Unlike `ingest` there is no savepoint per event: an id stored concurrently by another transaction
+    fails the caller's flush with IntegrityError, and the caller falls back to `ingest` one by one."""
+    ids = sorted({env.event_id for env, _ in items})
+    stored: set[str] = set()
+    for i in range(0, len(ids), _IN_CHUNK):
+        stored.update(db.exec(select(StoredEvent.event_id).where(StoredEvent.event_id.in_(ids[i : i + _IN_CHUNK]))))  # type: ignore[attr-defined]
+    presence_ids = sorted({env.event.presence_id for env, _ in items if isinstance(env.event, _VEHICLE)})
+    presences: dict[str, Presence | None] = dict.fromkeys(presence_ids)
+    for i in range(0, len(presence_ids), _IN_CHUNK):
+        chunk = presence_ids[i : i + _IN_CHUNK]
+        presences.update({r.id: r for r in db.exec(select(Presence).where(Presence.id.in_(chunk)))})  # type: ignore[attr-defined]
+    out = []
+    for env, source in items:
+        if env.event_id in stored:
+            out.append(False)
+            continue
+        stored.add(env.event_id)  # twice in one batch: the second is a replay
+        ev = env.event
+        db.add(StoredEvent(event_id=env.event_id, kind=ev.kind, at=ev.at, received_at=now, source=source[:64],
+                           payload=ev.model_dump(mode="json")))
+        _apply(db, ev, presences)
+        out.append(True)
+    return out
+
+
+def _presence(db: Session, presence_id: str, known: dict[str, Presence | None] | None) -> Presence | None:
+    """The presence row (from `known`, a batch's prefetch, when given)."""
+    if known is not None and presence_id in known:
+        return known[presence_id]
+    return db.get(Presence, presence_id)
+
+
+def _apply(db: Session, ev: object, presences: dict[str, Presence | None] | None = None) -> None:
     if _apply_charger(db, ev):
         return
     if isinstance(ev, CameraStateChanged):
@@ -72,27 +112,33 @@ def _apply(db: Session, ev: object) -> None:
             )
         )
     elif isinstance(ev, VehicleArrived):
-        row = db.get(Presence, ev.presence_id) or Presence(
+        row = _presence(db, ev.presence_id, presences) or Presence(
             id=ev.presence_id, camera=ev.camera, bay_id=ev.bay_id, first_seen=ev.at, last_seen=ev.at
         )
         row.plate, row.confidence, row.char_confidences = ev.plate, ev.confidence, list(ev.char_confidences)
         row.frame_path, row.crop_path = ev.evidence.frame_path, ev.evidence.crop_path
         db.add(row)
+        if presences is not None:
+            presences[ev.presence_id] = row  # a later event of the batch finds it
     elif isinstance(ev, VehicleStillPresent):
-        row = db.get(Presence, ev.presence_id)
+        row = _presence(db, ev.presence_id, presences)
         if row is None:  # heartbeat for a presence we never saw arrive (e.g. inbox purged): start it here
             row = Presence(id=ev.presence_id, camera=ev.camera, bay_id=ev.bay_id, first_seen=ev.since, last_seen=ev.at)
         row.last_seen = max(row.last_seen, ev.at)
         if ev.plate and not row.plate:
             row.plate, row.confidence = ev.plate, ev.confidence
         db.add(row)
+        if presences is not None:
+            presences[ev.presence_id] = row
     elif isinstance(ev, VehicleDeparted):
-        row = db.get(Presence, ev.presence_id) or Presence(
+        row = _presence(db, ev.presence_id, presences) or Presence(
             id=ev.presence_id, camera=ev.camera, bay_id=ev.bay_id, plate=ev.plate, first_seen=ev.first_seen,
             last_seen=ev.last_seen,
         )
         row.last_seen, row.departed_at = ev.last_seen, ev.at
         db.add(row)
+        if presences is not None:
+            presences[ev.presence_id] = row
 
 
 def _upstream_alert(db: Session, ev: RelayUpstreamChanged) -> None:

@@ -115,6 +115,7 @@ class AppContext:
     # The enforcement engine (None when components.enforcement is off); `reload()` after config edits.
     enforcement: Any = None
     _intake_decoder: Any = None
+    _intake: Any = None
     # Enqueues notifications inside the caller's transaction (service.notify.Notifier).
     notify: Any = None
     # Hooks other packages register to be told about new domain events (e.g. the SSE hub).
@@ -137,6 +138,14 @@ class AppContext:
                 self.leases = PgLeases(self.engine, owner, ttl_s=self.settings.ha.takeover_s * 0.6)
             else:
                 self.leases = SoloLeases(owner)
+
+    def intake(self) -> Any:
+        """The group-commit writer of outside reads (`service.intake`), started with its first job."""
+        if self._intake is None:
+            from service.intake import IntakeWriter
+
+            self._intake = IntakeWriter(self)
+        return self._intake
 
     def intake_decoder(self) -> Any:
         """The OCPP decoder for frames posted by CSMSs (its pairing state lives in memory)."""

@@ -26,6 +26,7 @@ from models.tables import Alert, BayStateRow
 from service.context import AppContext
 
 log = logging.getLogger(__name__)
+MAX_BACKLOG = 5000  # messages waiting for the writer before the broker's thread waits with them
 
 
 def mask(plate: str | None) -> str | None:
@@ -108,7 +109,7 @@ class MqttComponent:
     # --- in: Frigate --------------------------------------------------------------------------------
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        from service.sources import count, store_reads
+        from service.sources import prepare_reads
         from sources.formats import frigate_reads
         from sources.reads import SourceError
 
@@ -126,16 +127,27 @@ class MqttComponent:
             if not reads:
                 return
             reads = [self._with_snapshot(source, msg.payload, r) for r in reads]
-            with self.ctx.session() as db:
-                envelopes = store_reads(db, source, reads, now, self.ctx.settings.evidence_dir)
-                count(db, source.name, now)
-                db.commit()
-            self.received += 1
-            self.ctx.publish_from_thread(envelopes)
+            items = prepare_reads(source, reads, self.ctx.settings.evidence_dir)
+            # Stored by the group-commit writer with the messages that came with it; this thread goes on
+            # reading the broker meanwhile, and waits only when the writer falls far behind.
+            writer = self.ctx.intake()
+            stored = writer.submit(source, items, now)
+            stored.add_done_callback(lambda f: self._stored(f, source.name, msg.topic, now))
+            if writer.backlog() > MAX_BACKLOG:
+                stored.exception(timeout=60)
         except SourceError as exc:
             self._refused(source.name, now, f"{msg.topic}: {exc}")
         except Exception:
             log.exception("Frigate message on %s could not be stored", msg.topic)
+
+    def _stored(self, done: Any, name: str, topic: str, now: datetime) -> None:
+        exc = done.exception()
+        if exc is None:
+            self.received += 1
+            self.ctx.publish_from_thread(done.result())
+            return
+        log.error("Frigate message on %s could not be stored: %s", topic, exc)
+        self._refused(name, now, f"{topic}: not stored ({type(exc).__name__})")
 
     def _refused(self, name: str, now: datetime, reason: str) -> None:
         from service.sources import count

@@ -5,6 +5,7 @@ through the event inbox in the request's transaction; derived presences (`source
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from models.events import EventEnvelope, Evidence
-from models.eventstore import ingest
+from models.eventstore import ingest, ingest_batch
 from models.files import write_once
 from models.settings import SourceSettings
-from models.tables import SourceCounter, SourcePresence, Transaction
+from models.tables import SourceCounter, SourcePresence, StoredEvent, Transaction
 from sources.formats import camera_ids
 from sources.presence import Held, expire, on_read, unplugged
 from sources.reads import OutsideRead, SourceError
@@ -90,47 +91,122 @@ def save_image(evidence_dir: Path, source: str, read: OutsideRead) -> Evidence:
     return Evidence(**paths)
 
 
-def store_reads(db: Session, source: SourceSettings, reads: list[OutsideRead], now: datetime,
-                evidence_dir: Path) -> list[EventEnvelope]:
-    """Apply reads in the caller's transaction; the envelopes stored (to publish after the commit). A read
-    already stored (same message id) changes nothing. Raises SourceError for an unmapped camera."""
-    stored: list[EventEnvelope] = []
+@dataclass(frozen=True)
+class Prepared:
+    """A read checked against its source and its pictures saved: what remains is database work."""
+
+    read: OutsideRead
+    bay: str
+    camera: str
+    evidence: Evidence
+
+
+def prepare_reads(source: SourceSettings, reads: list[OutsideRead], evidence_dir: Path) -> list[Prepared]:
+    """Map each read to its bay and save its pictures (file work, outside any transaction). Raises
+    SourceError for an unmapped camera or a picture that is not a JPEG of at most 8 MiB."""
+    out = []
     for read in reads:
         bay = bay_for(source, read)
         if bay is None:
             raise SourceError(f"camera {read.camera_id!r} is not mapped to a bay in source {source.name!r}")
         camera = f"{source.name}:{read.camera_id}"[:200]
-        evidence = save_image(evidence_dir, source.name, read)
-        row = _lock_presence(db, bay)
-        events, held = on_read(_held(row), read, source=source.name, camera=camera, bay_id=bay,
-                               timeout_s=source.presence_timeout_s, evidence=evidence)
-        envelopes = [EventEnvelope(event_id=f"src:{source.name}:{read.message_id}:{k}"[:128], event=ev)
-                     for k, ev in enumerate(events)]
+        out.append(Prepared(read, bay, camera, save_image(evidence_dir, source.name, read)))
+    return out
+
+
+def store_reads(db: Session, source: SourceSettings, reads: list[OutsideRead], now: datetime,
+                evidence_dir: Path) -> list[EventEnvelope]:
+    """Apply reads in the caller's transaction; the envelopes stored (to publish after the commit). A read
+    already stored (same message id) changes nothing. Raises SourceError for an unmapped camera."""
+    return store_prepared(db, source, prepare_reads(source, reads, evidence_dir), now)
+
+
+def store_prepared(db: Session, source: SourceSettings, items: list[Prepared], now: datetime) -> list[EventEnvelope]:
+    """`store_reads` after `prepare_reads`: each read's presence locked and its events stored one by one."""
+    stored: list[EventEnvelope] = []
+    for item in items:
+        row = _lock_presence(db, item.bay)
+        events, held = on_read(_held(row), item.read, source=source.name, camera=item.camera, bay_id=item.bay,
+                               timeout_s=source.presence_timeout_s, evidence=item.evidence)
+        envelopes = _envelopes(source, item.read, events)
         if not ingest(db, envelopes[0], source=f"source:{source.name}", now=now):
             continue  # a replay: its events and the presence change were applied the first time
         for env in envelopes[1:]:
             ingest(db, env, source=f"source:{source.name}", now=now)
         stored += envelopes
-        if held is None:
-            if row is not None:
-                db.delete(row)
-        else:
-            row = row or SourcePresence(bay_id=bay, source=held.source, camera=held.camera,
-                                        presence_id=held.presence_id, first_seen=held.first_seen,
-                                        last_seen=held.last_seen)
-            row.source, row.camera, row.presence_id = held.source, held.camera, held.presence_id
-            row.plate, row.confidence = held.plate, held.confidence
-            row.first_seen, row.last_seen = held.first_seen, held.last_seen
-            db.add(row)
+        _keep(db, item.bay, row, held)
         db.flush()
     return stored
 
 
-def count(db: Session, source: str, now: datetime, error: str | None = None) -> None:
-    """One more accepted (error None) or rejected request of `source`, in the caller's transaction."""
+def _envelopes(source: SourceSettings, read: OutsideRead, events: list[Any]) -> list[EventEnvelope]:
+    return [EventEnvelope(event_id=f"src:{source.name}:{read.message_id}:{k}"[:128], event=ev)
+            for k, ev in enumerate(events)]
+
+
+def _keep(db: Session, bay: str, row: SourcePresence | None, held: Held | None) -> SourcePresence | None:
+    """Store the car the bay holds now (none: the row goes); the row, for the next read of the batch."""
+    if held is None:
+        if row is not None:
+            db.delete(row)
+        return None
+    row = row or SourcePresence(bay_id=bay, source=held.source, camera=held.camera, presence_id=held.presence_id,
+                                first_seen=held.first_seen, last_seen=held.last_seen)
+    row.source, row.camera, row.presence_id = held.source, held.camera, held.presence_id
+    row.plate, row.confidence = held.plate, held.confidence
+    row.first_seen, row.last_seen = held.first_seen, held.last_seen
+    db.add(row)
+    return row
+
+
+def store_batch(db: Session, jobs: list[tuple[SourceSettings, list[Prepared], datetime]]) -> list[list[EventEnvelope]]:
+    """Many requests' prepared reads in the caller's transaction, in order, with a fixed number of queries
+    (the bays' presences locked in one, the replays found in one, the events stored by `ingest_batch`).
+    The envelopes each job stored. An id stored concurrently elsewhere fails the flush (IntegrityError):
+    the caller retries the jobs one by one with `store_reads`' path."""
+    bays = sorted({item.bay for _, items, _ in jobs for item in items})
+    rows: dict[str, SourcePresence | None] = dict.fromkeys(bays)
+    for i in range(0, len(bays), 500):
+        q = select(SourcePresence).where(SourcePresence.bay_id.in_(bays[i : i + 500])).order_by(SourcePresence.bay_id)  # type: ignore[attr-defined]
+        if db.get_bind().dialect.name == "postgresql":
+            q = q.with_for_update()
+        rows.update({r.bay_id: r for r in db.exec(q)})
+    firsts = sorted({f"src:{src.name}:{item.read.message_id}:0"[:128] for src, items, _ in jobs for item in items})
+    seen: set[str] = set()
+    for i in range(0, len(firsts), 500):
+        seen.update(db.exec(select(StoredEvent.event_id).where(StoredEvent.event_id.in_(firsts[i : i + 500]))))  # type: ignore[attr-defined]
+    out: list[list[EventEnvelope]] = []
+    pending: list[tuple[EventEnvelope, str]] = []
+    last_now = None
+    for source, items, now in jobs:
+        if last_now is not None and now != last_now and pending:
+            ingest_batch(db, pending, now=last_now)  # received_at is each request's own time
+            pending = []
+        last_now = now
+        stored: list[EventEnvelope] = []
+        for item in items:
+            first = f"src:{source.name}:{item.read.message_id}:0"[:128]
+            if first in seen:
+                continue  # a replay (or the same read twice in this batch): applied the first time
+            seen.add(first)
+            events, held = on_read(_held(rows[item.bay]), item.read, source=source.name, camera=item.camera,
+                                   bay_id=item.bay, timeout_s=source.presence_timeout_s, evidence=item.evidence)
+            envelopes = _envelopes(source, item.read, events)
+            pending += [(env, f"source:{source.name}") for env in envelopes]
+            stored += envelopes
+            rows[item.bay] = _keep(db, item.bay, rows[item.bay], held)
+        out.append(stored)
+    if pending and last_now is not None:
+        ingest_batch(db, pending, now=last_now)
+    return out
+
+
+def count(db: Session, source: str, now: datetime, error: str | None = None, accepted: int = 1) -> None:
+    """`accepted` more accepted requests (error None) or one more rejected request of `source`, in the
+    caller's transaction."""
     row = db.get(SourceCounter, source) or SourceCounter(source=source)
     if error is None:
-        row.accepted += 1
+        row.accepted += accepted
     else:
         row.rejected += 1
         row.last_error = error[:500]

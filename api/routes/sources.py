@@ -13,15 +13,18 @@ stores nothing and is counted with its reason (`GET /api/v1/sources`)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from api.deps import Ctx, DbSession, Viewer
@@ -30,10 +33,11 @@ from api.routes.evidence import read_limited
 from api.security import REPLAYED, check_signed
 from models.settings import SourceSettings
 from models.tables import SourceCounter
-from service.sources import LIMITS, count, find_source, store_reads
+from service.sources import LIMITS, count, find_source, prepare_reads, store_reads
 from sources.formats import _json, hikvision_reads, platerecognizer_reads, webhook_reads
 from sources.reads import OutsideRead, SourceError
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["sources"])
 JSON_LIMIT = 256 * 1024
 
@@ -111,6 +115,23 @@ def _signature_problem(db: Session, request: Request, body: bytes, source: Sourc
                         max_skew_s=source.max_skew_s, now=now, scope=f"source:{source.name}")
 
 
+async def _store(ctx: Any, source: SourceSettings, reads: list[OutsideRead], now: datetime) -> SourceResult:
+    """Save the pictures in a worker thread, then hand the reads to the group-commit writer
+    (`service.intake`): requests that arrive together share one transaction."""
+    try:
+        items = await asyncio.to_thread(prepare_reads, source, reads, ctx.settings.evidence_dir)
+    except SourceError as exc:
+        raise _refuse(ctx, source.name, 422, str(exc)) from None
+    try:
+        envelopes = await ctx.intake().store(source, items, now)
+    except SQLAlchemyError:
+        log.exception("outside reads of %s could not be stored", source.name)
+        raise HTTPException(503, "the database is not reachable: retry later", headers={"Retry-After": "5"}) from None
+    for env in envelopes:
+        await ctx.publish(env)
+    return SourceResult(reads=len(reads), events=len(envelopes))
+
+
 async def _apply(ctx: Any, db: Session, source: SourceSettings, reads: list[OutsideRead],
                  now: datetime) -> SourceResult:
     try:
@@ -162,7 +183,7 @@ async def _multipart(request: Request) -> list[tuple[str, str, bytes]]:
     return parts
 
 
-async def _token_intake(name: str, kind: str, request: Request, ctx: Any, db: Session,
+async def _token_intake(name: str, kind: str, request: Request, ctx: Any,
                         parse: Callable[[Request, datetime], Awaitable[list[OutsideRead]]]) -> SourceResult:
     """The intakes authenticated by the source's token: the source, its token, its format, the reads."""
     source = _source(ctx, name, kind)
@@ -173,7 +194,7 @@ async def _token_intake(name: str, kind: str, request: Request, ctx: Any, db: Se
         reads = await parse(request, now)
     except SourceError as exc:
         raise _refuse(ctx, name, 422, str(exc)) from None
-    return await _apply(ctx, db, source, reads, now)
+    return await _store(ctx, source, reads, now)
 
 
 def _is_multipart(request: Request) -> bool:
@@ -203,16 +224,16 @@ async def _hikvision(request: Request, now: datetime) -> list[OutsideRead]:
 
 
 @router.post("/api/v1/sources/{name}/platerecognizer", response_model=SourceResult, max_body_size=IMAGE_BODY)
-async def platerecognizer(name: str, request: Request, ctx: Ctx, db: DbSession) -> SourceResult:
+async def platerecognizer(name: str, request: Request, ctx: Ctx) -> SourceResult:
     """Plate Recognizer's Snapshot or Stream webhook (JSON, or multipart with `json` and `upload`)."""
-    return await _token_intake(name, "platerecognizer", request, ctx, db, _platerecognizer)
+    return await _token_intake(name, "platerecognizer", request, ctx, _platerecognizer)
 
 
 @router.post("/api/v1/sources/{name}/hikvision", response_model=SourceResult, max_body_size=IMAGE_BODY)
-async def hikvision(name: str, request: Request, ctx: Ctx, db: DbSession) -> SourceResult:
+async def hikvision(name: str, request: Request, ctx: Ctx) -> SourceResult:
     """A Hikvision ISAPI event push: multipart with the `EventNotificationAlert` XML part and pictures
     (`licensePlatePicture.jpg`, `detectionPicture.jpg`), or the XML alone."""
-    return await _token_intake(name, "hikvision", request, ctx, db, _hikvision)
+    return await _token_intake(name, "hikvision", request, ctx, _hikvision)
 
 
 @router.get("/api/v1/sources", response_model=list[SourceOut])
