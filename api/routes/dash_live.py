@@ -66,8 +66,8 @@ def fmt_duration(delta: timedelta) -> str:
 
 
 def _counts(ctx: Any, db: Session) -> tuple[dict[str, int], datetime]:
-    now = ctx.clock()
-    day = datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
+    tz = _tz(ctx, db)
+    day = datetime.combine(ctx.clock().astimezone(tz).date(), time(0), tzinfo=tz)  # the site's today
 
     def count(model: Any, *where: Any) -> int:
         return int(db.exec(select(func.count()).select_from(model).where(*where)).one())
@@ -83,12 +83,14 @@ def _counts(ctx: Any, db: Session) -> tuple[dict[str, int], datetime]:
 
 
 def _bays(ctx: Any, db: Session, principal: Principal) -> list[dict[str, Any]]:
-    now = ctx.clock()
+    now, tz = ctx.clock(), _tz(ctx, db)
     out = []
     for bay in bays_api.list_bays(ctx, db, principal):
         live = bay.live
         since = as_utc(live.arrived_at) if live.arrived_at else None
-        shown = "" if since is None else since.strftime("%H:%M" if since.date() == now.date() else "%Y-%m-%d %H:%M")
+        here = since.astimezone(tz) if since else None
+        today = here is not None and here.date() == now.astimezone(tz).date()
+        shown = "" if here is None else here.strftime("%H:%M" if today else "%Y-%m-%d %H:%M")
         out.append({"bay": bay, "live": live, "occupied": live.visit_id is not None, "since": since,
                     "since_text": shown, "for": fmt_duration(now - since) if since else ""})
     return out

@@ -139,7 +139,8 @@ async def send_test(request: Request, ctx: Ctx, db: DbSession, op: Operator) -> 
         return _mail_page(request, ctx, db, op, 422, test_to=form.get("to", ""),
                           errors={"to": "an e-mail address, e.g. ops@example.org"})
     except HTTPException as exc:
-        return _mail_page(request, ctx, db, op, 422, test_to=form.get("to", ""), errors={"to": str(exc.detail)})
+        # Not the address's fault (e.g. e-mail is off): said above the form, not on the Recipient field.
+        return _mail_page(request, ctx, db, op, 422, test_to=form.get("to", ""), errors={"_test": str(exc.detail)})
     return back(f"/dash/settings/mail?test={row.id}")
 
 

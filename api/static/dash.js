@@ -59,4 +59,23 @@
   document.addEventListener("htmx:afterSwap", function (ev) {
     if (ev.detail.target && ev.detail.target.id === "main") ev.detail.target.focus({ preventScroll: true });
   });
+
+  // The header is not swapped by boosted navigation: mark the current page and close the Admin menu.
+  function markCurrent() {
+    const path = window.location.pathname;
+    document.querySelectorAll(".nav a").forEach(function (a) {
+      const href = a.getAttribute("href");
+      const base = href.indexOf("/dash/lists/") === 0 ? "/dash/lists" : href;
+      const here = href === "/dash" ? path === "/dash" : path.indexOf(base) === 0;
+      if (here) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+    });
+    document.querySelectorAll(".nav-more[open]").forEach(function (d) { d.removeAttribute("open"); });
+  }
+  document.addEventListener("htmx:pushedIntoHistory", markCurrent);
+  document.addEventListener("htmx:historyRestore", markCurrent);
+  document.addEventListener("click", function (ev) {
+    document.querySelectorAll(".nav-more[open]").forEach(function (d) {
+      if (!d.contains(ev.target)) d.removeAttribute("open");
+    });
+  });
 })();

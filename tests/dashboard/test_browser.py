@@ -151,3 +151,28 @@ def test_keyboard_navigation(page: Any) -> None:
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Penalties", level=1)).to_be_visible()
     expect(page.locator("main")).to_be_focused()  # focus follows the swapped content
+
+
+def test_navigation_fits_one_row_at_1366_and_the_admin_pages_sit_in_one_menu(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.set_viewport_size({"width": 1366, "height": 768})
+    htmx_ready(page)
+    nav = page.get_by_role("navigation", name="Dashboard")
+    items = nav.locator(":scope > a, :scope > details > summary")
+    boxes = [items.nth(i).bounding_box() for i in range(items.count())]
+    middles = [b["y"] + b["height"] / 2 for b in boxes]
+    assert items.count() >= 10 and max(middles) - min(middles) < 4, boxes  # one row
+    header = page.locator("header.top").bounding_box()
+    assert header["height"] < 60, header  # the log-out forms sit on the same row too
+    expect(nav.get_by_role("link", name="Audit")).to_be_hidden()
+    nav.get_by_text("Admin").click()
+    nav.get_by_role("link", name="Audit").click()
+    expect(page.get_by_role("heading", name="Audit log", level=1)).to_be_visible()
+    expect(nav.get_by_role("link", name="Audit")).to_be_hidden()  # the menu closed behind the click
+    nav.get_by_role("link", name="Lists").click()
+    expect(page.get_by_role("heading", name="Whitelist", level=1)).to_be_visible()
+    expect(nav.get_by_role("link", name="Lists")).to_have_attribute("aria-current", "page")
+    page.get_by_role("navigation", name="Lists").get_by_role("link", name="Blacklist").click()
+    expect(page.get_by_role("heading", name="Blacklist", level=1)).to_be_visible()
+    shot(page, "navigation-1366")

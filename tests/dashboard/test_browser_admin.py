@@ -87,6 +87,7 @@ def test_create_user_through_the_page_then_switch_to_it(page: Any) -> None:
     shot(page, "users")
 
     # Switch user keeps the page to come back to; carol is an operator, so she gets the outbox, not users.
+    page.locator(".user-menu summary").click()
     page.get_by_role("button", name="Switch user").click()
     page.wait_for_url(re.compile(r"/login\?next=%2Fdash%2Fusers$"))
     expect(page.locator("input[name='next']")).to_have_value("/dash/users")

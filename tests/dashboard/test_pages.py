@@ -219,3 +219,16 @@ def test_reads_filters_and_keyset_pages(env, clock: FakeClock) -> None:
     hi = client.get("/dash/reads?min_conf=0.75").text
     assert "AB006CD" in hi and "AB004CD" not in hi
     assert client.get("/dash/reads?since=yesterday").status_code == 422
+
+
+def test_operator_pages_show_times_in_the_sites_zone(tmp_path: Path, sqlite_url: str, clock: FakeClock) -> None:
+    # 23:30 UTC on 5 Dec is 00:30 CET on 6 Dec: alerts, the audit log and "today" follow the site's clock.
+    clock.now = datetime(2026, 12, 5, 23, 30, tzinfo=UTC)
+    settings = make_settings(tmp_path, sqlite_url, enforcement={"rules": {"schedule": {"timezone": "Europe/Berlin"}}})
+    with operator_app(settings, clock) as env:
+        client, _ = op_client(env)
+        add_alert(settings, clock(), title="Blacklisted AB123CD", subject="AB123CD")
+        html = client.get("/dash").text
+        assert ">2026-12-06 00:30:00 CET<" in html and ">2026-12-05 23:30:00<" not in html
+        assert "Today (since 2026-12-06 00:00 CET)" in html
+        assert "2026-12-06 00:30" in client.get("/dash/audit").text  # the operator's log-in

@@ -256,7 +256,8 @@ def test_mail_edit_applies_to_the_running_dispatcher(env, smtp: SmtpServer, cloc
     assert dispatch() is None  # no mail server yet: nothing to send through
     csrf = as_admin(client)["X-CSRF-Token"]
     r = client.post("/dash/settings/mail/test", data={"csrf_token": csrf, "to": "ops@example.org"})
-    assert r.status_code == 422 and 'id="set-to-err"' in r.text and "no mail server" in r.text
+    assert r.status_code == 422 and 'id="test-err"' in r.text and "no mail server" in r.text
+    assert 'id="set-to-err"' not in r.text  # the address was fine: the error is not drawn on it
     r = client.post("/dash/settings/mail", data={"csrf_token": csrf, "enabled": "on", "host": "127.0.0.1",
                                                  "port": str(smtp.port), "security": "none",
                                                  "from_address": "bays@example.org", "timeout_s": "5"})
