@@ -111,7 +111,8 @@ class TemplateSpec:
 
 
 # The operator's details from the site settings, printed at the foot of driver notices when given.
-SITE_KEYS = frozenset({"operator_name", "operator_address", "operator_registration", "contact_email", "contact_phone"})
+SITE_KEYS = frozenset({"operator_name", "operator_address", "operator_registration", "contact_email", "contact_phone",
+                       "lang"})
 
 TEMPLATES: dict[str, TemplateSpec] = {
     "penalty_warning": TemplateSpec(
@@ -152,7 +153,8 @@ def check_context(template: str, context: Mapping[str, Any]) -> None:
 
 
 class Renderer:
-    """Jinja2 over `enforcement/templates`: `<name>.txt`, `<name>.html` (autoescaped) and `<name>.push.txt`."""
+    """Jinja2 over `enforcement/templates`: `<name>.txt`, `<name>.html` (autoescaped) and `<name>.push.txt`;
+    with a context key `lang` (a driver notice in the site's language) `<lang>/<name>...` when it exists."""
 
     def __init__(self, template_dir: Path = TEMPLATE_DIR):
         self.env = Environment(
@@ -162,25 +164,40 @@ class Renderer:
             undefined=StrictUndefined,
             keep_trailing_newline=True,
         )
+        self._listed: set[str] | None = None
 
     def _context(self, template: str, context: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
         spec = TEMPLATES.get(template)
         base: dict[str, Any] = dict.fromkeys(spec.optional) if spec else {}
         base.update(context)
         base.update(extra)
+        base.setdefault("lang", None)  # the layout asks; operator messages are English
         return base
 
+    def _name(self, name: str, context: Mapping[str, Any]) -> str:
+        lang = context.get("lang")
+        if lang and lang != "en" and str(lang).isalpha() and f"{lang}/{name}" in self._names():
+            return f"{lang}/{name}"
+        return name
+
+    def _names(self) -> set[str]:
+        if self._listed is None:
+            self._listed = set(self.env.list_templates())
+        return self._listed
+
     def text(self, template: str, context: Mapping[str, Any]) -> str:
-        return self.env.get_template(f"{template}.txt").render(self._context(template, context, {})).rstrip() + "\n"
+        name = self._name(f"{template}.txt", context)
+        return self.env.get_template(name).render(self._context(template, context, {})).rstrip() + "\n"
 
     def html(self, template: str, context: Mapping[str, Any], evidence_cids: tuple[str, ...] = ()) -> str:
         extra = {"evidence_cids": evidence_cids}
-        return self.env.get_template(f"{template}.html").render(self._context(template, context, extra))
+        return self.env.get_template(self._name(f"{template}.html", context)).render(
+            self._context(template, context, extra))
 
     def push(self, template: str, context: Mapping[str, Any]) -> str:
         """Short body for a push notification; the subject alone when the template has no push variant."""
-        name = f"{template}.push.txt"
-        if name not in self.env.list_templates():
+        name = self._name(f"{template}.push.txt", context)
+        if name not in self._names():
             return ""
         return self.env.get_template(name).render(self._context(template, context, {})).strip()
 

@@ -172,6 +172,9 @@ class SiteSettings(Strict):
         None, pattern=r"^\+?[0-9][0-9 ()./-]{3,30}$", description="Phone number for drivers (digits, +, spaces)."
     )
     website: str | None = Field(None, max_length=300, pattern=r"^https?://[^\s<>\"]+$", description="Site web page.")
+    language: Literal["en", "de"] = Field(
+        "en", description="Language of what drivers read: notice and warning e-mails, push messages, the notice page."
+    )
 
 
 class NotificationSettings(Strict):

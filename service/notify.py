@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from enforcement.config import site_rules
 from enforcement.outbox import enqueue
-from enforcement.wording import local_time, time_left, zone
+from enforcement.wording import RULE_TEXTS, SUBJECTS, local_time, texts, time_left, zone
 from models.outbox import PushSubscription
 from models.settings import MailSettings
 from models.tables import Role, User, Vehicle
@@ -24,12 +24,6 @@ from service import runtime_settings
 from service.context import AppContext
 
 log = logging.getLogger(__name__)
-RULE_TEXT = {
-    "idle": "Idle fee: the car stayed connected after charging finished, beyond the grace period",
-    "overstay": "Maximum stay exceeded",
-    "no_charging": "Parked in an EV charging bay without charging",
-    "return_ban": "Returned within the ban period after an overstay",
-}
 
 
 def driver_serializer(ctx: AppContext) -> URLSafeTimedSerializer:
@@ -115,34 +109,39 @@ class Notifier:
         starts = datetime.fromisoformat(p["fee_starts_at"])
         site = runtime_settings.effective_site(self.ctx, db)  # read now: an edit on the settings page applies
         tz = zone(site_rules(db, self.ctx.settings.enforcement).schedule.timezone)
+        lang = site.language
         context = {
             "plate": p.get("plate") or "", "bay": p["bay_id"], "site": site.name,
             **runtime_settings.site_context(site),
             # The grace ends the very second the fee starts: both are printed to the second.
-            "grace_ends_at": local_time(starts, tz),
+            "grace_ends_at": local_time(starts, tz, lang=lang),
             "minutes_left": max(0, int((starts - self.ctx.clock()).total_seconds() // 60)),
-            "time_left": time_left(starts, self.ctx.clock()),
+            "time_left": time_left(starts, self.ctx.clock(), lang),
             "fee_per_minute": _money(p["fee_per_min"]),
             # the cap of the visit's own rule snapshot; none: uncapped (the text then names no cap)
             "fee_cap": _money(p["fee_cap"]) if p.get("fee_cap") is not None else "",
             "currency": p["currency"],
         }
+        subject = texts(SUBJECTS, lang)["penalty_warning"].format(bay=p["bay_id"], plate=p.get("plate"), site=site.name)
         self._send_driver(db, f"{p['visit_id']}:warning:{starts.isoformat()}", p.get("plate"), "penalty_warning",
-                          f"Charging finished at bay {p['bay_id']}: please move your car", context, [])
+                          subject, context, [])
 
     def _penalty_notice(self, db: Session, p: dict[str, Any]) -> None:
         site = runtime_settings.effective_site(self.ctx, db)
         tz = zone(site_rules(db, self.ctx.settings.enforcement).schedule.timezone)
+        lang = site.language
         context = {
             "plate": p.get("plate") or "", "bay": p["bay_id"], "site": site.name, **runtime_settings.site_context(site),
-            "amount": _money(p["amount"]), "currency": p["currency"], "rule": RULE_TEXT.get(p["kind"], p["kind"]),
-            "started_at": local_time(p["started_at"], tz), "ended_at": local_time(p.get("ended_at"), tz),
+            "amount": _money(p["amount"]), "currency": p["currency"],
+            "rule": texts(RULE_TEXTS, lang).get(p["kind"], p["kind"]),
+            "started_at": local_time(p["started_at"], tz, lang=lang),
+            "ended_at": local_time(p.get("ended_at"), tz, lang=lang),
             "driver_url": driver_url(self.ctx, p["violation_id"]),
         }
         if p.get("minutes") is not None:
             context["minutes_billed"] = p["minutes"]
-        self._send_driver(db, f"{p['violation_id']}:notice", p.get("plate"), "penalty_notice",
-                          f"Penalty notice for {p.get('plate')} at {site.name}", context,
+        subject = texts(SUBJECTS, lang)["penalty_notice"].format(bay=p["bay_id"], plate=p.get("plate"), site=site.name)
+        self._send_driver(db, f"{p['violation_id']}:notice", p.get("plate"), "penalty_notice", subject, context,
                           self._evidence(db, p["visit_id"]))
 
     def _operator_alert(self, db: Session, p: dict[str, Any]) -> None:

@@ -154,7 +154,7 @@ def site_context(site: SiteSettings) -> dict[str, Any]:
     """The operator details that driver notices print (optional keys of the notice templates)."""
     return {"operator_name": site.legal_name, "operator_address": site.address,
             "operator_registration": site.registration_number, "contact_email": site.contact_email,
-            "contact_phone": site.contact_phone}
+            "contact_phone": site.contact_phone, "lang": site.language}
 
 
 def effective_retention(ctx: AppContext, db: Session | None = None) -> RetentionSettings:

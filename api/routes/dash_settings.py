@@ -155,7 +155,8 @@ def test_state(message_id: str, request: Request, db: DbSession, principal: Oper
 
 # --- site -------------------------------------------------------------------------------------
 
-SITE_FIELDS = ("name", "legal_name", "registration_number", "address", "contact_email", "contact_phone", "website")
+SITE_FIELDS = ("name", "legal_name", "registration_number", "address", "contact_email", "contact_phone", "website",
+               "language")
 
 
 def _site_page(request: Request, ctx: Ctx, db: DbSession, principal: Principal, status_code: int = 200,

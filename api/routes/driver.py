@@ -17,11 +17,12 @@ from api.limits import LOGIN_BODY
 from api.routes.evidence import _resolve
 from api.templating import render
 from enforcement.config import site_rules
-from enforcement.wording import local_time, timeline_line, zone
+from enforcement.wording import NOTICE_TEXTS, RULE_TEXTS, local_time, texts, timeline_line, zone
 from models import audit
 from models.outbox import PushSubscription
 from models.tables import Penalty, Presence, VisitRow
-from service.notify import RULE_TEXT, read_driver_token
+from service import runtime_settings
+from service.notify import read_driver_token
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,8 +43,11 @@ def notice(token: str, request: Request, ctx: Ctx, db: DbSession, done: str = ""
     visit = db.get(VisitRow, p.visit_id)
     timeline = visit.data.get("timeline", []) if visit else []
     tz = zone(site_rules(db, ctx.settings.enforcement).schedule.timezone)
-    return render(request, "notice.html", p=p, visit=visit, timeline=timeline, token=token,
-                  rule=RULE_TEXT.get(p.kind, p.kind), done=done, when=lambda at: local_time(at, tz), say=timeline_line,
+    lang = runtime_settings.effective_site(ctx, db).language  # the site's language, as its e-mails
+    return render(request, "notice.html", p=p, visit=visit, timeline=timeline, token=token, page_lang=lang,
+                  t=texts(NOTICE_TEXTS, lang), rule=texts(RULE_TEXTS, lang).get(p.kind, p.kind), done=done,
+                  when=lambda at: local_time(at, tz, lang=lang),
+                  say=lambda what, detail: timeline_line(what, detail, lang),
                   vapid_public_key=ctx.settings.notifications.vapid_public_key or "")
 
 

@@ -143,6 +143,7 @@ class SiteOut(SectionMeta):
     contact_email: str | None = None
     contact_phone: str | None = None
     website: str | None = None
+    language: str = "en"
 
 
 class SiteIn(BaseModel):
@@ -156,6 +157,7 @@ class SiteIn(BaseModel):
     contact_email: str | None = None
     contact_phone: str | None = None
     website: str | None = None
+    language: str = Field("en", description="Language of driver notices: en or de.")
 
 
 def site_out(ctx: Ctx, db: DbSession) -> SiteOut:
@@ -165,6 +167,7 @@ def site_out(ctx: Ctx, db: DbSession) -> SiteOut:
 
 def apply_site(ctx: Ctx, db: DbSession, body: SiteIn, actor: str, ip: str) -> SiteOut:
     data = {k: (v or None) for k, v in body.model_dump().items()}
+    data["language"] = body.language or "en"
     if data["address"]:
         data["address"] = "\n".join(line.strip() for line in data["address"].splitlines() if line.strip()) or None
     errors = {} if data["name"] else {"name": "required"}  # None would mean "the config file's site_name"

@@ -24,6 +24,10 @@ def smtp():
 
 @pytest.fixture
 def env(tmp_path, sqlite_url, clock, smtp):
+    yield from _env(tmp_path, sqlite_url, clock, smtp)
+
+
+def _env(tmp_path, sqlite_url, clock, smtp, **extra):
     settings = make_settings(
         tmp_path, sqlite_url,
         components={"api": True, "scheduler": False, "cameras": False, "relay": False, "enforcement": False},
@@ -34,6 +38,7 @@ def env(tmp_path, sqlite_url, clock, smtp):
                      "bays": [{"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1}]},
         mail={"host": "127.0.0.1", "port": smtp.port, "security": "none", "from_address": "bays@example.org"},
         site_name="Depot <North>",
+        **extra,
     )
     client = client_for(settings, clock=clock)
     add_user(settings, "root", Role.admin)
@@ -121,3 +126,44 @@ def test_test_email_button(env, smtp):
     (got,) = smtp.handler.messages
     assert got.rcpt_tos == ["ops@example.org"]
     assert client.get("/api/v1/outbox", params={"state": "sent"}).json()[0]["id"] == r.json()["id"]
+
+
+def test_notices_in_the_sites_language(tmp_path, sqlite_url, clock, smtp):
+    # site.language "de": the e-mails, their subjects and the driver page speak German, times as Germans
+    # write them, in the site's zone.
+    settings, client, clock, comp, dispatch, auth = next(_env(tmp_path, sqlite_url, clock, smtp,
+                                                              site={"language": "de"}))
+    t0 = clock()
+    tx = {"charge_point_id": "CP1", "transaction_id": "T9", "connector_id": 1}
+    events = [ev("a1", "vehicle_arrived", t0, presence_id="p1", camera="gate", bay_id="B1", plate="AB123CD",
+                 confidence=0.995),
+              ev("c1", "transaction_started", t0 + timedelta(minutes=1), **tx),
+              ev("c2", "charging_idle", t0 + timedelta(minutes=20), reason="SuspendedEV", **tx)]
+    assert client.post("/api/v1/events", json={"events": events}, headers=auth).status_code == 200
+    clock.advance(minutes=21)
+    comp.drain()
+    dispatch()
+    (warning,) = smtp.handler.messages
+    local = r"\d{1,2}\.\d{1,2}\.\d{4}, \d\d:\d\d:\d\d CES?T"
+    assert warning.message["Subject"] == "Laden an Stellplatz B1 beendet: bitte fahren Sie Ihr Fahrzeug weg"
+    said = warning.message.get_body(("plain",)).get_content()
+    assert re.search(rf"Sie endet am {local} \(in 9 Minuten\)\.", said), said
+    assert 'lang="de"' in warning.message.get_body(("html",)).get_content()
+    clock.advance(minutes=40)
+    comp.service.sweep()
+    depart = ev("d1", "vehicle_departed", t0 + timedelta(minutes=61), presence_id="p1", camera="gate", bay_id="B1",
+                plate="AB123CD", first_seen=t0.isoformat(), last_seen=(t0 + timedelta(minutes=60)).isoformat())
+    client.post("/api/v1/events", json={"events": [depart]}, headers=auth)
+    comp.drain()
+    dispatch()
+    notice = smtp.handler.messages[1].message
+    assert notice["Subject"].startswith("Gebührenbescheid für AB123CD")
+    text = notice.get_body(("plain",)).get_content()
+    assert re.search(rf"Von: +{local}\r?\n", text) and re.search(r"Berechnet: 30 Minuten\r?\n", text)
+    assert "Standgebühr: das Fahrzeug blieb" in text and "Idle fee" not in text
+    link = re.search(r"https?://\S+/notice/[\w.\-]+", text).group(0)
+    client.cookies.clear()
+    page = client.get("/" + link.split("://", 1)[1].split("/", 1)[1]).text
+    assert '<html lang="de">' in page and "Parkhinweis" in page and "Widerspruch senden" in page
+    assert "Laden beendet (das Fahrzeug nimmt keinen Strom mehr auf)" in page and re.search(local, page)
+    assert "Bescheid ausgestellt" in page

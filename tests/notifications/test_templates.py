@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from enforcement.channels import TEMPLATE_DIR, TEMPLATES, Renderer, check_context
+from enforcement.wording import LANGUAGES
 
 HOSTILE = "<script>alert(\"x\")</script> & 'quotes'"
 SAMPLES: dict[str, dict[str, object]] = {
@@ -36,11 +37,30 @@ SAMPLES: dict[str, dict[str, object]] = {
 
 def test_every_template_has_a_spec_text_and_html() -> None:
     assert set(SAMPLES) == set(TEMPLATES)
-    files = {p.name for p in TEMPLATE_DIR.iterdir()}
+    files = {p.name for p in TEMPLATE_DIR.iterdir() if p.is_file()}
     for name in TEMPLATES:
         assert {f"{name}.txt", f"{name}.html"} <= files
     unknown = {f.split(".")[0] for f in files if not f.startswith("_")} - set(TEMPLATES)
     assert not unknown, f"templates without a spec: {unknown}"
+    # A language folder translates the driver notices: each of its files has an English original.
+    for folder in (p for p in TEMPLATE_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        assert folder.name in LANGUAGES, folder
+        translated = {p.name for p in folder.iterdir()}
+        assert translated and translated <= files, translated - files
+        for name in ("penalty_warning", "penalty_notice"):
+            assert {f"{name}.txt", f"{name}.html"} <= translated
+
+
+def test_driver_notices_render_in_every_language() -> None:
+    r = Renderer()
+    for lang in LANGUAGES:
+        for name in ("penalty_warning", "penalty_notice"):
+            ctx = {**SAMPLES[name], "lang": lang}
+            text, html, push = r.text(name, ctx), r.html(name, ctx), r.push(name, ctx)
+            assert SAMPLES[name]["plate"] in text and SAMPLES[name]["plate"] in html and push
+            assert f'<html lang="{lang}">' in html
+    de = r.text("penalty_notice", {**SAMPLES["penalty_notice"], "lang": "de"})
+    assert "Standgebühr" in de and "Einzelheiten" in de
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

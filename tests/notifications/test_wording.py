@@ -44,3 +44,16 @@ def test_timeline_entries_in_plain_words() -> None:
     paused = timeline_line("suspended", "SuspendedEVSE: paused by the station, not the car; no idle fee")
     assert paused.startswith("charging paused by the station (") and "SuspendedEVSE" not in paused
     assert timeline_line("something_new", "") == "something new"
+
+
+def test_german_words_and_times() -> None:
+    berlin = zone("Europe/Berlin")
+    at = datetime(2026, 12, 5, 23, 27, 40, tzinfo=UTC)
+    assert local_time(at, berlin, lang="de") == "6.12.2026, 00:27:40 CET"
+    assert minutes_text(1, "de") == "1 Minute" and minutes_text(2, "de") == "2 Minuten"
+    assert time_left(at, at - timedelta(minutes=14, seconds=30), "de") == "in 14 Minuten"
+    assert time_left(at, at - timedelta(seconds=20), "de") == "in weniger als einer Minute"
+    assert time_left(at, at, "de") == "jetzt"
+    assert timeline_line("idle", "SuspendedEV", "de") == "Laden beendet (das Fahrzeug nimmt keinen Strom mehr auf)"
+    assert timeline_line("departed", "departed", "de") == "Fahrzeug weggefahren"
+    assert timeline_line("something_new", "", "de") == "something new"  # unknown keys still read
