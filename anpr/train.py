@@ -137,7 +137,9 @@ def train_detector(opts: TrainOptions) -> Path:
             raise FileNotFoundError("--synth-us needs plate-crops-us beside the --data folders")
         extra = (synth_scene_dataset(opts.datasets, crops, opts.out_dir, opts.synth_us, opts.seed),)
     data = combined_data_yaml(opts.datasets, opts.out_dir, extra_train=extra)
-    last = opts.out_dir / "run" / "weights" / "last.pt"
+    # An absolute project folder: ultralytics puts a relative one under its own runs/detect/.
+    run_dir = opts.out_dir.resolve() / "run"
+    last = run_dir / "weights" / "last.pt"
     if opts.resume and last.is_file():
         model = YOLO(str(last))
         model.train(resume=True)
@@ -167,13 +169,13 @@ def train_detector(opts: TrainOptions) -> Path:
             cache="ram",
             seed=opts.seed,
             deterministic=True,
-            project=str(opts.out_dir),
+            project=str(run_dir.parent),
             name="run",
             exist_ok=True,
             patience=0,
             verbose=True,
         )
-    best = opts.out_dir / "run" / "weights" / "best.pt"
+    best = run_dir / "weights" / "best.pt"
     return export_onnx(best if best.is_file() else last, opts.imgsz)
 
 
