@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, func, select
 
 from enforcement.decide import (
@@ -78,7 +79,10 @@ class _Batch:
     mirror the bay state for queries, are written once per batch from each one's last value, so a
     bay that sees several events in a batch costs one write of each, not one per event."""
 
-    bays: dict[str, BayStateRow | None] = field(default_factory=dict)  # None: no row stored yet
+    # bay -> (its state now, its version: events applied), read and locked once per batch
+    bays: dict[str, tuple[BayState | None, int]] = field(default_factory=dict)
+    stored: set[str] = field(default_factory=set)  # bays that have a row
+    dirty: dict[str, datetime] = field(default_factory=dict)  # bays whose state this batch changed, when
     visits: dict[str, tuple[Visit, datetime]] = field(default_factory=dict)  # latest value wins
     timers: dict[str, tuple[BayState, datetime]] = field(default_factory=dict)  # bay -> last state
     bans: tuple[datetime, list[Penalty]] | None = None  # (since, penalties ended since then)
@@ -280,34 +284,38 @@ class EnforcementService:
             if isinstance(event, CAMERA_EVENTS) and event.bay_id not in self.bays:
                 continue
             wanted.update(b for b in self._targets(db, event) if only is None or b in only)
+        self._read_bays(db, sorted(wanted - self._batch(db).bays.keys()))
+
+    def _read_bays(self, db: Session, ids: Sequence[str]) -> None:
+        """Read and lock these bays' stored states (columns only: no ORM objects to build or flush)."""
         batch = self._batch(db)
-        ids = sorted(wanted - batch.bays.keys())
+        t = BayStateRow.__table__  # type: ignore[attr-defined]
         for chunk in _chunks(ids):
-            q = select(BayStateRow).where(BayStateRow.bay_id.in_(chunk)).order_by(BayStateRow.bay_id).with_for_update()  # type: ignore[attr-defined]
-            batch.bays.update({r.bay_id: r for r in db.exec(q)})
+            q = sa_select(t.c.bay_id, t.c.state, t.c.version).where(t.c.bay_id.in_(chunk)).order_by(t.c.bay_id)
+            for bay_id, state, version in db.execute(q.with_for_update()):
+                stored = BayState.model_validate(state)
+                init = self._initial(bay_id) if bay_id in self.bays else None
+                if init is not None:  # the bay's wiring may have been edited; the visit keeps its rules
+                    stored = stored.model_copy(update={k: getattr(init, k) for k in _WIRING})
+                batch.bays[bay_id] = (stored, version)
+                batch.stored.add(bay_id)
         for b in ids:
-            batch.bays.setdefault(b, None)
+            batch.bays.setdefault(b, (None, 0))
 
     def _decide_one(self, db: Session, bay_id: str, event: Any, now: datetime) -> int:
         batch = self._batch(db)
-        if bay_id in batch.bays:
-            row = batch.bays[bay_id]
-        else:
-            row = db.exec(select(BayStateRow).where(BayStateRow.bay_id == bay_id).with_for_update()).first()
-        state = BayState.model_validate(row.state) if row else self._initial(bay_id)
-        if row:  # the bay's wiring may have been edited since the state was stored; the visit keeps its rules
-            init = self._initial(bay_id)
-            state = state.model_copy(update={k: getattr(init, k) for k in _WIRING})
+        if bay_id not in batch.bays:
+            self._read_bays(db, [bay_id])
+        stored, version = batch.bays[bay_id]
+        state = stored if stored is not None else self._initial(bay_id)
         decision = decide(state, event, now, self._context(db, bay_id, now))
         for action in decision.actions:
             self._apply(db, bay_id, action, now)
         new = decision.new_state
         self._sync_visit(db, new.visit, now)
         batch.timers[bay_id] = (new, now)
-        row = row or BayStateRow(bay_id=bay_id, state={}, updated_at=now)
-        row.state, row.version, row.updated_at = new.model_dump(mode="json"), row.version + 1, now
-        db.add(row)
-        batch.bays[bay_id] = row
+        batch.bays[bay_id] = (new, version + 1)  # written by `_sync_pending`
+        batch.dirty[bay_id] = now
         return len(decision.actions)
 
     def _lists(self, db: Session) -> tuple[tuple[WhitelistEntry, ...], tuple[BlacklistEntry, ...], tuple[str, ...]]:
@@ -489,47 +497,66 @@ class EnforcementService:
             self._batch(db).visits[visit.visit_id] = (visit, now)
 
     def _sync_pending(self, db: Session) -> None:
-        """Write the visit and timer rows this batch changed (a few queries, whatever its size)."""
+        """Write the bay states, visits and timers this batch changed: a few multi-row statements,
+        whatever the batch's size (SQLAlchemy Core: no ORM object per row)."""
         batch = self._batch(db)
+        db.flush()  # the ORM rows of this batch (penalties, alerts, ...) go first
+        dirty, batch.dirty = batch.dirty, {}
+        updates, inserts = [], []
+        for bay_id, now in dirty.items():
+            state, version = batch.bays[bay_id]
+            assert state is not None
+            row = {"b": bay_id, "st": state.model_dump(mode="json"), "ver": version, "at": now}
+            (updates if bay_id in batch.stored else inserts).append(row)
+            batch.stored.add(bay_id)
+        bays = BayStateRow.__table__  # type: ignore[attr-defined]
+        values = {"state": bindparam("st"), "version": bindparam("ver"), "updated_at": bindparam("at")}
+        if updates:
+            db.execute(bays.update().where(bays.c.bay_id == bindparam("b")).values(**values), updates)
+        if inserts:
+            db.execute(bays.insert().values(bay_id=bindparam("b"), **values), inserts)
         visits, batch.visits = batch.visits, {}
-        stored: dict[str, VisitRow] = {}
-        for chunk in _chunks(sorted(visits)):
-            stored.update({r.visit_id: r for r in db.exec(select(VisitRow).where(VisitRow.visit_id.in_(chunk)))})  # type: ignore[attr-defined]
-        for visit_id, (visit, now) in visits.items():
-            row = stored.get(visit_id) or VisitRow(
-                visit_id=visit_id, bay_id=visit.bay_id, arrived_at=visit.arrived_at, data={}, updated_at=now
-            )
-            row.plate, row.plate_confidence = visit.plate, visit.plate_confidence
-            row.arrived_at, row.departed_at, row.close_reason = visit.arrived_at, visit.departed_at, visit.close_reason
-            row.charge_point_id = visit.tx.charge_point_id if visit.tx else None
-            row.transaction_id = visit.tx.transaction_id if visit.tx else None
-            row.exempt, row.blacklisted = visit.exempt, visit.blacklisted
-            row.data, row.updated_at = visit.model_dump(mode="json"), now
-            db.add(row)
+        if visits:
+            rows = [self._visit_row(visit, now) for visit, now in visits.values()]
+            db.execute(self._upsert(VisitRow, ["visit_id"], [c for c in rows[0] if c != "visit_id"]), rows)
         states, batch.timers = batch.timers, {}
         if not states:
             return
         wanted = {t.timer_id: (bay_id, t) for bay_id, (state, _) in states.items() for t in state.timers}
-        pending: dict[str, TimerRow] = {}
+        timers = TimerRow.__table__  # type: ignore[attr-defined]
         for chunk in _chunks(sorted(states)):
-            q = select(TimerRow).where(TimerRow.bay_id.in_(chunk)).where(TimerRow.state == "pending")  # type: ignore[attr-defined]
-            pending.update({r.timer_id: r for r in db.exec(q)})
-        for timer_id, row in pending.items():
-            if timer_id not in wanted:
-                row.state = "done"  # fired or cancelled inside decide
-                db.add(row)
-        others: dict[str, TimerRow] = {}  # wanted again after it fired or was cancelled (rare)
-        for chunk in _chunks(sorted(wanted.keys() - pending.keys())):
-            others.update({r.timer_id: r for r in db.exec(select(TimerRow).where(TimerRow.timer_id.in_(chunk)))})  # type: ignore[attr-defined]
-        for timer_id, (bay_id, t) in wanted.items():
-            if timer_id in pending:
-                continue
-            row = others.get(timer_id)
-            if row is None:
-                db.add(TimerRow(timer_id=t.timer_id, bay_id=bay_id, visit_id=t.visit_id, kind=t.kind, due_at=t.due_at))
-            elif row.state != "pending":
-                row.state = "pending"
-                db.add(row)
+            # Fired or cancelled inside decide: no longer in its bay's state.
+            db.execute(timers.update().where(timers.c.bay_id.in_(chunk), timers.c.state == "pending",
+                                             timers.c.timer_id.not_in(sorted(wanted))).values(state="done"))
+        if wanted:
+            rows = [{"timer_id": t.timer_id, "bay_id": bay_id, "visit_id": t.visit_id, "kind": t.kind,
+                     "due_at": t.due_at, "state": "pending"} for bay_id, t in wanted.values()]
+            db.execute(self._upsert(TimerRow, ["timer_id"], ["state"], only_if_changed="state"), rows)
+
+    @staticmethod
+    def _visit_row(visit: Visit, now: datetime) -> dict[str, Any]:
+        return {
+            "visit_id": visit.visit_id, "bay_id": visit.bay_id, "plate": visit.plate,
+            "plate_confidence": visit.plate_confidence, "arrived_at": visit.arrived_at,
+            "departed_at": visit.departed_at, "close_reason": visit.close_reason,
+            "charge_point_id": visit.tx.charge_point_id if visit.tx else None,
+            "transaction_id": visit.tx.transaction_id if visit.tx else None,
+            "exempt": visit.exempt, "blacklisted": visit.blacklisted,
+            "data": visit.model_dump(mode="json"), "updated_at": now,
+        }
+
+    def _upsert(self, model: Any, key: list[str], update: list[str], only_if_changed: str | None = None) -> Any:
+        """INSERT ... ON CONFLICT (key) DO UPDATE SET update (PostgreSQL and SQLite), for executemany."""
+        table = model.__table__
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table)
+        where = None
+        if only_if_changed is not None:  # leave a row that already has the value alone (no dead tuple)
+            where = table.c[only_if_changed] != stmt.excluded[only_if_changed]
+        return stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in update}, where=where)
 
     # --- access outputs ---------------------------------------------------------------------
 
