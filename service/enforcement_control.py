@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
@@ -278,8 +279,10 @@ class EnforcementComponent:
         now = self.ctx.clock()
         with Session(self.ctx.engine) as db:
             start = self._start_seq(db, shard)
-            rows = list(db.exec(select(StoredEvent).where(StoredEvent.seq > start)  # type: ignore[operator]
-                                .order_by(StoredEvent.seq).limit(batch)))
+            # Columns, not ORM objects: every shard reads every event and applies only its own.
+            t = StoredEvent.__table__  # type: ignore[attr-defined]
+            rows = list(db.execute(sa_select(t.c.seq, t.c.event_id, t.c.kind, t.c.received_at, t.c.payload)
+                                   .where(t.c.seq > start).order_by(t.c.seq).limit(batch)))
         last, stored = start, start
         pending: list[tuple[int, Any]] = []  # (seq, event) to apply in one transaction
 
