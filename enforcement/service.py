@@ -35,6 +35,7 @@ from enforcement.decide import (
 from enforcement.lists import BlacklistEntry, WhitelistEntry
 from enforcement.rules import Rules, resolve_rules
 from models.base import Clock
+from models.db import upsert
 from models.events import (
     CameraStateChanged,
     ChargingIdle,
@@ -546,17 +547,7 @@ class EnforcementService:
         }
 
     def _upsert(self, model: Any, key: list[str], update: list[str], only_if_changed: str | None = None) -> Any:
-        """INSERT ... ON CONFLICT (key) DO UPDATE SET update (PostgreSQL and SQLite), for executemany."""
-        table = model.__table__
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(table)
-        where = None
-        if only_if_changed is not None:  # leave a row that already has the value alone (no dead tuple)
-            where = table.c[only_if_changed] != stmt.excluded[only_if_changed]
-        return stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in update}, where=where)
+        return upsert(self.engine.dialect.name, model.__table__, key, update, only_if_changed)
 
     # --- access outputs ---------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -72,3 +73,17 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def upsert(dialect: str, table: Any, key: list[str], update: list[str], only_if_changed: str | None = None) -> Any:
+    """`INSERT ... ON CONFLICT (key) DO UPDATE SET update` for PostgreSQL and SQLite, to run with a list of
+    rows (executemany). `only_if_changed`: leave a row that already has that value alone (no new tuple)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    where = None
+    if only_if_changed is not None:
+        where = table.c[only_if_changed] != stmt.excluded[only_if_changed]
+    return stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in update}, where=where)

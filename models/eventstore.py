@@ -7,10 +7,13 @@ goes through `ingest`: stored once by `event_id` (a replay is a no-op), in the c
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from models.db import upsert
 from models.events import (
     CameraStateChanged,
     ChargerConnection,
@@ -60,41 +63,83 @@ _IN_CHUNK = 500
 
 def ingest_batch(db: Session, items: list[tuple[EventEnvelope, str]], *, now: datetime) -> list[bool]:
     """`ingest` for many events (envelope, source) in one go: one query for the ids already stored, one for
-    the presences they touch, and the rows written in the caller's next flush. Whether each was new.
+    the presences they touch, and the inbox rows, reads log rows and presences written as multi-row
+    statements (SQLAlchemy Core; events of other kinds update their read models through the ORM as in
+    `ingest`). Whether each was new.
 
     Unlike `ingest` there is no savepoint per event: an id stored concurrently by another transaction
-    fails the caller's flush with IntegrityError, and the caller falls back to `ingest` one by one."""
+    fails the statement with IntegrityError, and the caller falls back to `ingest` one by one."""
+    events_t, reads_t, presences_t = (m.__table__ for m in (StoredEvent, PlateReadRow, Presence))  # type: ignore[attr-defined]
     ids = sorted({env.event_id for env, _ in items})
     stored: set[str] = set()
     for i in range(0, len(ids), _IN_CHUNK):
-        stored.update(db.exec(select(StoredEvent.event_id).where(StoredEvent.event_id.in_(ids[i : i + _IN_CHUNK]))))  # type: ignore[attr-defined]
+        q = sa_select(events_t.c.event_id).where(events_t.c.event_id.in_(ids[i : i + _IN_CHUNK]))
+        stored.update(db.execute(q).scalars())
     presence_ids = sorted({env.event.presence_id for env, _ in items if isinstance(env.event, _VEHICLE)})
-    presences: dict[str, Presence | None] = dict.fromkeys(presence_ids)
+    presences: dict[str, dict[str, Any] | None] = dict.fromkeys(presence_ids)
     for i in range(0, len(presence_ids), _IN_CHUNK):
-        chunk = presence_ids[i : i + _IN_CHUNK]
-        presences.update({r.id: r for r in db.exec(select(Presence).where(Presence.id.in_(chunk)))})  # type: ignore[attr-defined]
-    out = []
+        q = sa_select(presences_t).where(presences_t.c.id.in_(presence_ids[i : i + _IN_CHUNK]))
+        presences.update({r["id"]: dict(r) for r in db.execute(q).mappings()})
+    out, rows, reads, touched = [], [], [], set()
     for env, source in items:
         if env.event_id in stored:
             out.append(False)
             continue
         stored.add(env.event_id)  # twice in one batch: the second is a replay
         ev = env.event
-        db.add(StoredEvent(event_id=env.event_id, kind=ev.kind, at=ev.at, received_at=now, source=source[:64],
-                           payload=ev.model_dump(mode="json")))
-        _apply(db, ev, presences)
+        rows.append({"event_id": env.event_id, "kind": ev.kind, "at": ev.at, "received_at": now,
+                     "source": source[:64], "payload": ev.model_dump(mode="json")})
+        if isinstance(ev, PlateRead):
+            reads.append(_read_row(ev))
+        elif isinstance(ev, _VEHICLE):
+            presences[ev.presence_id] = _presence_row(presences.get(ev.presence_id), ev)
+            touched.add(ev.presence_id)
+        else:
+            _apply(db, ev)
         out.append(True)
+    db.flush()  # the ORM read models first (a no-op for outside reads)
+    if rows:
+        db.execute(events_t.insert(), rows)
+    if reads:
+        db.execute(reads_t.insert(), reads)
+    if touched:
+        keep = [presences[p] for p in sorted(touched)]
+        columns = [c for c in keep[0] if c != "id"]
+        db.execute(upsert(db.get_bind().dialect.name, presences_t, ["id"], columns), keep)
     return out
 
 
-def _presence(db: Session, presence_id: str, known: dict[str, Presence | None] | None) -> Presence | None:
-    """The presence row (from `known`, a batch's prefetch, when given)."""
-    if known is not None and presence_id in known:
-        return known[presence_id]
-    return db.get(Presence, presence_id)
+def _read_row(ev: PlateRead) -> dict[str, Any]:
+    return {"at": ev.at, "camera": ev.camera, "bay_id": ev.bay_id, "plate": ev.plate, "raw_text": ev.raw_text[:64],
+            "confidence": ev.confidence, "char_confidences": list(ev.char_confidences), "accepted": ev.accepted,
+            "reject_reason": ev.reject_reason, "frame_path": ev.evidence.frame_path,
+            "crop_path": ev.evidence.crop_path}
 
 
-def _apply(db: Session, ev: object, presences: dict[str, Presence | None] | None = None) -> None:
+def _presence_row(row: dict[str, Any] | None, ev: object) -> dict[str, Any]:
+    """A presence row (as a dict) after a vehicle event: the same rules as `_apply`'s."""
+    if isinstance(ev, VehicleArrived):
+        row = dict(row) if row else {"id": ev.presence_id, "camera": ev.camera, "bay_id": ev.bay_id,
+                                     "first_seen": ev.at, "last_seen": ev.at, "departed_at": None}
+        row.update(plate=ev.plate, confidence=ev.confidence, char_confidences=list(ev.char_confidences),
+                   frame_path=ev.evidence.frame_path, crop_path=ev.evidence.crop_path)
+    elif isinstance(ev, VehicleStillPresent):
+        row = dict(row) if row else {"id": ev.presence_id, "camera": ev.camera, "bay_id": ev.bay_id, "plate": None,
+                                     "confidence": 0.0, "char_confidences": [], "first_seen": ev.since,
+                                     "last_seen": ev.at, "departed_at": None, "frame_path": None, "crop_path": None}
+        row["last_seen"] = max(row["last_seen"], ev.at)
+        if ev.plate and not row["plate"]:
+            row.update(plate=ev.plate, confidence=ev.confidence)
+    else:
+        assert isinstance(ev, VehicleDeparted)
+        row = dict(row) if row else {"id": ev.presence_id, "camera": ev.camera, "bay_id": ev.bay_id,
+                                     "plate": ev.plate, "confidence": 0.0, "char_confidences": [],
+                                     "first_seen": ev.first_seen, "frame_path": None, "crop_path": None}
+        row.update(last_seen=ev.last_seen, departed_at=ev.at)
+    return row
+
+
+def _apply(db: Session, ev: object) -> None:
     if _apply_charger(db, ev):
         return
     if isinstance(ev, CameraStateChanged):
@@ -112,33 +157,27 @@ def _apply(db: Session, ev: object, presences: dict[str, Presence | None] | None
             )
         )
     elif isinstance(ev, VehicleArrived):
-        row = _presence(db, ev.presence_id, presences) or Presence(
+        row = db.get(Presence, ev.presence_id) or Presence(
             id=ev.presence_id, camera=ev.camera, bay_id=ev.bay_id, first_seen=ev.at, last_seen=ev.at
         )
         row.plate, row.confidence, row.char_confidences = ev.plate, ev.confidence, list(ev.char_confidences)
         row.frame_path, row.crop_path = ev.evidence.frame_path, ev.evidence.crop_path
         db.add(row)
-        if presences is not None:
-            presences[ev.presence_id] = row  # a later event of the batch finds it
     elif isinstance(ev, VehicleStillPresent):
-        row = _presence(db, ev.presence_id, presences)
+        row = db.get(Presence, ev.presence_id)
         if row is None:  # heartbeat for a presence we never saw arrive (e.g. inbox purged): start it here
             row = Presence(id=ev.presence_id, camera=ev.camera, bay_id=ev.bay_id, first_seen=ev.since, last_seen=ev.at)
         row.last_seen = max(row.last_seen, ev.at)
         if ev.plate and not row.plate:
             row.plate, row.confidence = ev.plate, ev.confidence
         db.add(row)
-        if presences is not None:
-            presences[ev.presence_id] = row
     elif isinstance(ev, VehicleDeparted):
-        row = _presence(db, ev.presence_id, presences) or Presence(
+        row = db.get(Presence, ev.presence_id) or Presence(
             id=ev.presence_id, camera=ev.camera, bay_id=ev.bay_id, plate=ev.plate, first_seen=ev.first_seen,
             last_seen=ev.last_seen,
         )
         row.last_seen, row.departed_at = ev.last_seen, ev.at
         db.add(row)
-        if presences is not None:
-            presences[ev.presence_id] = row
 
 
 def _upstream_alert(db: Session, ev: RelayUpstreamChanged) -> None:

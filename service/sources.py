@@ -10,9 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
+from models.db import upsert
 from models.events import EventEnvelope, Evidence
 from models.eventstore import ingest, ingest_batch
 from models.files import write_once
@@ -160,23 +162,29 @@ def _keep(db: Session, bay: str, row: SourcePresence | None, held: Held | None) 
 
 
 def store_batch(db: Session, jobs: list[tuple[SourceSettings, list[Prepared], datetime]]) -> list[list[EventEnvelope]]:
-    """Many requests' prepared reads in the caller's transaction, in order, with a fixed number of queries
-    (the bays' presences locked in one, the replays found in one, the events stored by `ingest_batch`).
-    The envelopes each job stored. An id stored concurrently elsewhere fails the flush (IntegrityError):
-    the caller retries the jobs one by one with `store_reads`' path."""
+    """Many requests' prepared reads in the caller's transaction, in order, with a fixed number of statements
+    (the bays' presences locked in one query, the replays found in one, the events stored by `ingest_batch`,
+    the presences written in one or two). The envelopes each job stored. An id stored concurrently elsewhere
+    fails with IntegrityError: the caller retries the jobs one by one with `store_prepared`."""
+    table = SourcePresence.__table__  # type: ignore[attr-defined]
     bays = sorted({item.bay for _, items, _ in jobs for item in items})
-    rows: dict[str, SourcePresence | None] = dict.fromkeys(bays)
+    held: dict[str, Held | None] = dict.fromkeys(bays)
     for i in range(0, len(bays), 500):
-        q = select(SourcePresence).where(SourcePresence.bay_id.in_(bays[i : i + 500])).order_by(SourcePresence.bay_id)  # type: ignore[attr-defined]
+        q = sa_select(table).where(table.c.bay_id.in_(bays[i : i + 500])).order_by(table.c.bay_id)
         if db.get_bind().dialect.name == "postgresql":
             q = q.with_for_update()
-        rows.update({r.bay_id: r for r in db.exec(q)})
+        for r in db.execute(q).mappings():
+            held[r["bay_id"]] = Held(source=r["source"], camera=r["camera"], presence_id=r["presence_id"],
+                                     plate=r["plate"], confidence=r["confidence"], first_seen=r["first_seen"],
+                                     last_seen=r["last_seen"])
+    had = {b for b, h in held.items() if h is not None}
     firsts = sorted({f"src:{src.name}:{item.read.message_id}:0"[:128] for src, items, _ in jobs for item in items})
     seen: set[str] = set()
     for i in range(0, len(firsts), 500):
         seen.update(db.exec(select(StoredEvent.event_id).where(StoredEvent.event_id.in_(firsts[i : i + 500]))))  # type: ignore[attr-defined]
     out: list[list[EventEnvelope]] = []
     pending: list[tuple[EventEnvelope, str]] = []
+    changed: set[str] = set()
     last_now = None
     for source, items, now in jobs:
         if last_now is not None and now != last_now and pending:
@@ -189,16 +197,31 @@ def store_batch(db: Session, jobs: list[tuple[SourceSettings, list[Prepared], da
             if first in seen:
                 continue  # a replay (or the same read twice in this batch): applied the first time
             seen.add(first)
-            events, held = on_read(_held(rows[item.bay]), item.read, source=source.name, camera=item.camera,
-                                   bay_id=item.bay, timeout_s=source.presence_timeout_s, evidence=item.evidence)
+            events, held[item.bay] = on_read(held[item.bay], item.read, source=source.name, camera=item.camera,
+                                             bay_id=item.bay, timeout_s=source.presence_timeout_s,
+                                             evidence=item.evidence)
             envelopes = _envelopes(source, item.read, events)
             pending += [(env, f"source:{source.name}") for env in envelopes]
             stored += envelopes
-            rows[item.bay] = _keep(db, item.bay, rows[item.bay], held)
+            changed.add(item.bay)
         out.append(stored)
     if pending and last_now is not None:
         ingest_batch(db, pending, now=last_now)
+    gone = sorted(b for b in changed if held[b] is None and b in had)
+    if gone:
+        db.execute(table.delete().where(table.c.bay_id.in_(gone)))
+    keep = [{"bay_id": b, **_held_row(h)} for b in sorted(changed) if (h := held[b]) is not None]
+    if keep:
+        db.execute(upsert(db.get_bind().dialect.name, table, ["bay_id"], list(_HELD_COLUMNS)), keep)
     return out
+
+
+_HELD_COLUMNS = ("source", "camera", "presence_id", "plate", "confidence", "first_seen", "last_seen")
+
+
+def _held_row(h: Held) -> dict[str, Any]:
+    return {"source": h.source, "camera": h.camera, "presence_id": h.presence_id, "plate": h.plate,
+            "confidence": h.confidence, "first_seen": h.first_seen, "last_seen": h.last_seen}
 
 
 def count(db: Session, source: str, now: datetime, error: str | None = None, accepted: int = 1) -> None:
