@@ -238,44 +238,73 @@ def count(db: Session, source: str, now: datetime, error: str | None = None, acc
 
 
 def sweep_presences(engine: Any, settings: Any, bays: dict[str, Any], now: datetime) -> list[EventEnvelope]:
-    """Departures of held cars whose cable came out or whose source fell silent past its timeout. Each
-    row is taken with SKIP LOCKED (PostgreSQL), so instances sweeping together never double a departure."""
+    """Departures of held cars whose cable came out or whose source fell silent past its timeout.
+
+    The held cars are read without locks, the ended charging sessions since the oldest of them in one
+    query, and only the rows found due are then locked (SKIP LOCKED: instances sweeping together never
+    double a departure) and checked again, so the sweep never holds the intake's rows for long."""
+    table = SourcePresence.__table__  # type: ignore[attr-defined]
     out: list[EventEnvelope] = []
     try:
         with Session(engine, expire_on_commit=False) as db:
-            q = select(SourcePresence)
+            held = {r["bay_id"]: _held_of(r) for r in db.execute(sa_select(table)).mappings()}
+            if not held:
+                return []
+            ended = _ended_sessions(db, bays, held)
+            due: dict[str, Any] = {}
+            for bay_id, h in held.items():
+                ev = None
+                bay = bays.get(bay_id)
+                if bay is not None and bay.charge_point_id:
+                    key = (bay.charge_point_id, bay.evse_id, bay.connector_id)
+                    at = next((t for t in ended.get(key, ()) if t >= h.first_seen), None)
+                    if at is not None:
+                        ev = unplugged(h, bay_id, at)
+                if ev is None:
+                    source = find_source(settings, h.source)
+                    ev = expire(h, bay_id, now, source.presence_timeout_s if source is not None else 0)
+                if ev is not None:
+                    due[bay_id] = ev
+            if not due:
+                return []
+            q = sa_select(table).where(table.c.bay_id.in_(sorted(due))).order_by(table.c.bay_id)
             if engine.dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
-            for row in db.exec(q):
-                source = find_source(settings, row.source)
-                held = _held(row)
-                assert held is not None
-                ev = None
-                bay = bays.get(row.bay_id)
-                if bay is not None and bay.charge_point_id:
-                    tq = select(Transaction.ended_at).where(
-                        Transaction.charge_point_id == bay.charge_point_id,
-                        Transaction.ended_at != None,  # noqa: E711
-                        Transaction.ended_at >= held.first_seen,  # type: ignore[operator]
-                    )
-                    if bay.evse_id is not None:
-                        tq = tq.where(Transaction.evse_id == bay.evse_id)
-                    if bay.connector_id is not None:
-                        tq = tq.where(Transaction.connector_id == bay.connector_id)
-                    ended = db.exec(tq.order_by(Transaction.ended_at)).first()  # type: ignore[arg-type]
-                    if ended is not None:
-                        ev = unplugged(held, row.bay_id, ended)
-                if ev is None:
-                    timeout = source.presence_timeout_s if source is not None else 0
-                    ev = expire(held, row.bay_id, now, timeout)
-                if ev is None:
-                    continue
-                env = EventEnvelope(event_id=f"src:{row.source}:{row.presence_id}:departed"[:128], event=ev)
-                if ingest(db, env, source=f"source:{row.source}", now=now):
+            for r in db.execute(q).mappings():
+                if _held_of(r) != held[r["bay_id"]]:
+                    continue  # a read came in meanwhile: the next sweep looks again
+                env = EventEnvelope(event_id=f"src:{r['source']}:{r['presence_id']}:departed"[:128],
+                                    event=due[r["bay_id"]])
+                if ingest(db, env, source=f"source:{r['source']}", now=now):
                     out.append(env)
-                db.delete(row)
+                db.execute(table.delete().where(table.c.bay_id == r["bay_id"]))
             db.commit()
     except SQLAlchemyError as exc:
         log.warning("source presences not swept: %s", str(exc).splitlines()[0])
         return []
+    return out
+
+
+def _held_of(r: Any) -> Held:
+    return Held(source=r["source"], camera=r["camera"], presence_id=r["presence_id"], plate=r["plate"],
+                confidence=r["confidence"], first_seen=r["first_seen"], last_seen=r["last_seen"])
+
+
+def _ended_sessions(db: Session, bays: dict[str, Any], held: dict[str, Held]) -> dict[tuple, list[datetime]]:
+    """End times of the charging sessions that ended since the oldest held car arrived, by (charge point,
+    EVSE, connector) as the bays name them (None: any), oldest first."""
+    wired = [bays[b] for b in held if b in bays and bays[b].charge_point_id]
+    if not wired:
+        return {}
+    since = min(held[b.bay_id].first_seen for b in wired)
+    points = sorted({b.charge_point_id for b in wired})
+    out: dict[tuple, list[datetime]] = {}
+    for i in range(0, len(points), 500):
+        q = (select(Transaction.charge_point_id, Transaction.evse_id, Transaction.connector_id, Transaction.ended_at)
+             .where(Transaction.charge_point_id.in_(points[i : i + 500]))  # type: ignore[attr-defined]
+             .where(Transaction.ended_at != None, Transaction.ended_at >= since)  # type: ignore[operator]  # noqa: E711
+             .order_by(Transaction.ended_at))
+        for cp, evse, conn, at in db.exec(q):
+            for key in {(cp, e, c) for e in (evse, None) for c in (conn, None)}:
+                out.setdefault(key, []).append(at)
     return out

@@ -101,3 +101,28 @@ def test_a_replayed_read_stores_nothing_twice(ctx):
     assert [e.event.kind for e in both] == ["plate_read", "vehicle_still_present"]
     with Session(ctx.engine) as db:
         assert len(db.exec(select(StoredEvent)).all()) == 4
+
+
+def test_the_sweep_departs_unplugged_and_silent_cars_and_leaves_the_others(ctx):
+    from models.settings import BaySettings
+    from models.tables import Transaction
+    from service.sources import sweep_presences
+
+    bays = {f"B{i}": BaySettings(bay_id=f"B{i}", charge_point_id=f"CP{i}", connector_id=1) for i in range(4)}
+    submit_all(ctx, [[read(i, f"AB{i}", 0)] for i in range(3)])
+    with Session(ctx.engine) as db:
+        for cp, conn, minute in (("CP1", 1, 2), ("CP2", 2, 2), ("CP0", 1, -5)):
+            db.add(Transaction(charge_point_id=cp, transaction_id=f"T{cp}", connector_id=conn, started_at=T0,
+                               ended_at=T0 + timedelta(minutes=minute), updated_at=T0))
+        db.commit()
+    source = ctx.settings.sources[0]
+    # At +3 min only B1's cable is out: CP2's ended session was on another connector, CP0's before the car.
+    first = sweep_presences(ctx.engine, ctx.settings, bays, T0 + timedelta(minutes=3))
+    assert [(e.event.bay_id, e.event.at) for e in first] == [("B1", T0 + timedelta(minutes=2))]
+    later = T0 + timedelta(seconds=source.presence_timeout_s + 60)
+    silent = sweep_presences(ctx.engine, ctx.settings, bays, later)
+    assert sorted(e.event.bay_id for e in silent) == ["B0", "B2"]  # silent past the source's timeout
+    assert all(e.event.kind == "vehicle_departed" for e in first + silent)
+    assert sweep_presences(ctx.engine, ctx.settings, bays, later) == []
+    with Session(ctx.engine) as db:
+        assert db.exec(select(SourcePresence)).all() == []
