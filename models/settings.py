@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -242,11 +243,20 @@ class SourceSettings(Strict):
     here; each read becomes the same events our own camera workers produce (see README "Outside reads")."""
 
     name: str = Field(..., pattern=r"^[a-z0-9_-]{1,64}$", description="Unique; part of the intake URL.")
-    kind: Literal["webhook", "platerecognizer", "hikvision", "ftp", "frigate"] = Field(
+    kind: Literal["webhook", "platerecognizer", "hikvision", "ftp", "frigate", "dahua"] = Field(
         ..., description="webhook: our signed JSON; platerecognizer: its webhook JSON or multipart; "
         "hikvision: ISAPI ANPR event push (multipart XML + pictures); ftp: the camera uploads a JPEG whose "
         "file name carries the plate (ftp: settings, user = the source's name, password = its secret); frigate: "
-        "Frigate's MQTT events (mqtt: settings).",
+        "Frigate's MQTT events (mqtt: settings); dahua: Baywarden subscribes to a Dahua ITC/IPC camera's "
+        "TrafficJunction events (device_url, username, secret = the camera's password; camera ids are "
+        "\"<channel>\" or \"<channel>/<lane>\", the lane winning).",
+    )
+    device_url: str | None = Field(
+        None, max_length=300, pattern=r"^https?://[^\s]+$",
+        description="dahua: the camera's address, e.g. http://192.0.2.10 (Baywarden adds the subscription path).",
+    )
+    username: str | None = Field(
+        None, pattern=r'^[^\s"\\]{1,64}$', description="dahua: the camera's login (HTTP Digest); password: secret.",
     )
     topic: str = Field("frigate", pattern=r"^[A-Za-z0-9_/-]{1,100}$", description="frigate: its MQTT topic prefix.")
     frigate_url: str | None = Field(
@@ -261,14 +271,17 @@ class SourceSettings(Strict):
     utc_offset_min: int = Field(0, ge=-840, le=840, description="ftp: the camera clock's offset from UTC (minutes).")
     secret: SecretStr | None = Field(
         None, description="webhook: the HMAC key; others: the token (Authorization: Token/Bearer, the password of "
-        "HTTP Basic, or ?token= for devices that can only be given a URL). frigate: none (the broker's login).",
+        "HTTP Basic, or ?token= for devices that can only be given a URL). frigate: none (the broker's login). "
+        "dahua: the camera's password (at least 8 characters, as the camera itself requires).",
     )
     cameras: list[SourceCamera] = Field(..., min_length=1, max_length=500, description="Source camera ids to bays.")
     presence_timeout_s: int = Field(
         300, ge=10, le=86400, description="A car not read again for this long has left (sources that report once).",
     )
     max_skew_s: int = Field(300, ge=10, le=3600, description="webhook: oldest accepted signature timestamp.")
-    enabled: bool = Field(True, description="A disabled source's requests are refused (403).")
+    enabled: bool = Field(
+        True, description="A disabled source's requests are refused (403); a disabled dahua camera is not subscribed.",
+    )
     max_per_s: float = Field(
         50.0, gt=0, le=10000, description="Requests (messages, uploads) per second kept on average; a source "
         "that floods past it is refused (429) without slowing the others.",
@@ -277,10 +290,32 @@ class SourceSettings(Strict):
 
     @field_validator("secret")
     @classmethod
-    def _long_secret(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and len(v.get_secret_value()) < 16:
-            raise ValueError("at least 16 characters")
+    def _long_secret(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # A dahua secret is the camera's own password: its firmware asks for 8-32 characters, not our 16.
+        least = 8 if info.data.get("kind") == "dahua" else 16
+        if v is not None and len(v.get_secret_value()) < least:
+            raise ValueError(f"at least {least} characters")
         return v
+
+    @field_validator("device_url")
+    @classmethod
+    def _camera_address(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("no login in the URL: put it in username and secret")
+        if parts.query or parts.fragment:
+            raise ValueError("the camera's address only (e.g. http://192.0.2.10): Baywarden adds the subscription")
+        try:
+            _ = parts.port  # raises for a port that is not a number
+        except ValueError:
+            raise ValueError("the port is not a number between 0 and 65535") from None
+        if not parts.hostname:
+            raise ValueError("a host name or address is needed, e.g. http://192.0.2.10")
+        return v.rstrip("/")
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> SourceSettings:
@@ -289,6 +324,17 @@ class SourceSettings(Strict):
         ids = [c.id for c in self.cameras]
         if len(ids) != len(set(ids)):
             raise ValueError("camera ids must be unique within a source")
+        if self.kind == "dahua":
+            if self.device_url is None:
+                raise ValueError("a dahua source needs device_url, the camera's address (e.g. http://192.0.2.10)")
+            if self.username is None:
+                raise ValueError("a dahua source needs username, the camera's login")
+            if self.secret is None:
+                raise ValueError("a dahua source needs secret, the camera's password")
+            odd = [i for i in ids if not re.fullmatch(r"\d{1,4}(/\d{1,4})?", i)]
+            if odd:
+                raise ValueError(f"dahua camera ids are \"<channel>\" or \"<channel>/<lane>\" (numbers as the "
+                                 f"camera reports them, e.g. \"0\" or \"0/1\"), not {odd[0]!r}")
         if self.kind != "frigate" and self.secret is None:
             raise ValueError(f"a {self.kind} source needs a secret (at least 16 characters)")
         if self.kind == "ftp":

@@ -84,6 +84,10 @@ def build_context(
             from service.ftp_intake import FtpIntakeComponent
 
             components.append(FtpIntakeComponent(ctx))
+        if any(s.kind == "dahua" and s.enabled for s in settings.sources):
+            from service.dahua import DahuaComponent
+
+            components.append(DahuaComponent(ctx))
         if settings.components.relay:
             from service.relay_control import RelayComponent
 

@@ -226,15 +226,21 @@ def _held_row(h: Held) -> dict[str, Any]:
 
 def count(db: Session, source: str, now: datetime, error: str | None = None, accepted: int = 1) -> None:
     """`accepted` more accepted requests (error None) or one more rejected request of `source`, in the
-    caller's transaction."""
-    row = db.get(SourceCounter, source) or SourceCounter(source=source)
-    if error is None:
-        row.accepted += accepted
+    caller's transaction. One upsert: two threads counting a source's first request both count."""
+    table = SourceCounter.__table__  # type: ignore[attr-defined]
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
     else:
-        row.rejected += 1
-        row.last_error = error[:500]
-    row.last_at = now
-    db.add(row)
+        from sqlalchemy.dialects.sqlite import insert
+    ok, bad = (accepted, 0) if error is None else (0, 1)
+    row = {"source": source, "accepted": ok, "rejected": bad, "last_at": now,
+           "last_error": error[:500] if error is not None else None}
+    stmt = insert(table).values(**row)
+    update = {"accepted": table.c.accepted + stmt.excluded.accepted,
+              "rejected": table.c.rejected + stmt.excluded.rejected, "last_at": stmt.excluded.last_at}
+    if error is not None:
+        update["last_error"] = stmt.excluded.last_error
+    db.execute(stmt.on_conflict_do_update(index_elements=["source"], set_=update))
 
 
 def sweep_presences(engine: Any, settings: Any, bays: dict[str, Any], now: datetime) -> list[EventEnvelope]:

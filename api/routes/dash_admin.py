@@ -291,12 +291,24 @@ def decode_sample(ctx: Any, name: str, body: str) -> dict[str, Any]:
         elif source.kind == "ftp":
             reads = [formats.filename_read(body.strip(), b"\xff\xd8", source.file_pattern or "", source.time_format,
                                            source.utc_offset_min, source.cameras[0].id, now)]
+        elif source.kind == "dahua":
+            from sources import dahua
+
+            reads = dahua.text_reads(raw, now)
         else:
             topic, _, payload = body.partition("\n")
             reads = formats.frigate_reads(topic.strip(), payload.encode(), source.topic, now)
     except SourceError as exc:
         return {"error": str(exc)}
-    return {"reads": [{"camera": r.camera_id, "bay": bay_for(source, r), "plate": r.plate, "raw": r.raw_text,
+    def bay(r: Any) -> str | None:
+        if source.kind == "dahua":  # "0/1": lane 1 of channel 0, never channel 1
+            from sources.dahua import mapped_camera
+
+            cam = mapped_camera(r, [c.id for c in source.cameras])
+            return next((c.bay_id for c in source.cameras if c.id == cam), None)
+        return bay_for(source, r)
+
+    return {"reads": [{"camera": r.camera_id, "bay": bay(r), "plate": r.plate, "raw": r.raw_text,
                        "confidence": r.confidence, "at": r.at, "left": r.left} for r in reads]}
 
 
