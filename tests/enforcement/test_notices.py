@@ -60,7 +60,8 @@ def ev(eid, kind, at, **kw):
     return {"event_id": f"event-{eid}", "event": {"kind": kind, "at": at.isoformat(), **kw}}
 
 
-def test_warning_and_notice_each_sent_once_and_driver_page_works(env, smtp):
+def idle_until_warned(env, smtp):
+    """A car arrives, charges and goes idle; 21 minutes later its driver has the grace warning."""
     settings, client, clock, comp, dispatch, auth = env
     t0 = clock()
     tx = {"charge_point_id": "CP1", "transaction_id": "T9", "connector_id": 1}
@@ -73,17 +74,29 @@ def test_warning_and_notice_each_sent_once_and_driver_page_works(env, smtp):
     comp.drain()
     dispatch()
     (warning,) = smtp.handler.messages
-    assert warning.rcpt_tos == ["ann@example.org"] and "AB123CD" in warning.message.get_body(("plain",)).get_content()
-    # Times in the site's zone, to the second, no offsets or microseconds; the countdown agrees with them.
-    local = r"\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d:\d\d CES?T"
-    said = warning.message.get_body(("plain",)).get_content()
-    assert re.search(rf"It ends at {local} \(in 9 minutes\)\.", said) and "+00:00" not in said
+    return t0, warning
+
+
+def leave_after_an_hour(env, t0):
+    """The idle car stays 40 more minutes (the fee runs), then leaves."""
+    settings, client, clock, comp, dispatch, auth = env
     clock.advance(minutes=40)
     comp.service.sweep()
     depart = ev("d1", "vehicle_departed", t0 + timedelta(minutes=61), presence_id="p1", camera="gate", bay_id="B1",
                 plate="AB123CD", first_seen=t0.isoformat(), last_seen=(t0 + timedelta(minutes=60)).isoformat())
     client.post("/api/v1/events", json={"events": [depart]}, headers=auth)
     comp.drain()
+
+
+def test_warning_and_notice_each_sent_once_and_driver_page_works(env, smtp):
+    settings, client, clock, comp, dispatch, auth = env
+    t0, warning = idle_until_warned(env, smtp)
+    assert warning.rcpt_tos == ["ann@example.org"] and "AB123CD" in warning.message.get_body(("plain",)).get_content()
+    # Times in the site's zone, to the second, no offsets or microseconds; the countdown agrees with them.
+    local = r"\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d:\d\d CES?T"
+    said = warning.message.get_body(("plain",)).get_content()
+    assert re.search(rf"It ends at {local} \(in 9 minutes\)\.", said) and "+00:00" not in said
+    leave_after_an_hour(env, t0)
     for _ in range(3):  # dispatching again sends nothing twice
         dispatch()
     assert len(smtp.handler.messages) == 2
@@ -133,28 +146,14 @@ def test_notices_in_the_sites_language(tmp_path, sqlite_url, clock, smtp):
     # write them, in the site's zone.
     settings, client, clock, comp, dispatch, auth = next(_env(tmp_path, sqlite_url, clock, smtp,
                                                               site={"language": "de"}))
-    t0 = clock()
-    tx = {"charge_point_id": "CP1", "transaction_id": "T9", "connector_id": 1}
-    events = [ev("a1", "vehicle_arrived", t0, presence_id="p1", camera="gate", bay_id="B1", plate="AB123CD",
-                 confidence=0.995),
-              ev("c1", "transaction_started", t0 + timedelta(minutes=1), **tx),
-              ev("c2", "charging_idle", t0 + timedelta(minutes=20), reason="SuspendedEV", **tx)]
-    assert client.post("/api/v1/events", json={"events": events}, headers=auth).status_code == 200
-    clock.advance(minutes=21)
-    comp.drain()
-    dispatch()
-    (warning,) = smtp.handler.messages
+    env = (settings, client, clock, comp, dispatch, auth)
+    t0, warning = idle_until_warned(env, smtp)
     local = r"\d{1,2}\.\d{1,2}\.\d{4}, \d\d:\d\d:\d\d CES?T"
     assert warning.message["Subject"] == "Laden an Stellplatz B1 beendet: bitte fahren Sie Ihr Fahrzeug weg"
     said = warning.message.get_body(("plain",)).get_content()
     assert re.search(rf"Sie endet am {local} \(in 9 Minuten\)\.", said), said
     assert 'lang="de"' in warning.message.get_body(("html",)).get_content()
-    clock.advance(minutes=40)
-    comp.service.sweep()
-    depart = ev("d1", "vehicle_departed", t0 + timedelta(minutes=61), presence_id="p1", camera="gate", bay_id="B1",
-                plate="AB123CD", first_seen=t0.isoformat(), last_seen=(t0 + timedelta(minutes=60)).isoformat())
-    client.post("/api/v1/events", json={"events": [depart]}, headers=auth)
-    comp.drain()
+    leave_after_an_hour(env, t0)
     dispatch()
     notice = smtp.handler.messages[1].message
     assert notice["Subject"].startswith("Gebührenbescheid für AB123CD")
