@@ -20,7 +20,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -43,6 +43,8 @@ CURSOR = "enforcement"
 GAP_GRACE = timedelta(seconds=5)
 # A shard's own events applied per transaction: one commit, lease check and cursor move per batch.
 APPLY_BATCH = 50
+# Inbox rows a shard looks at per read: only their sequence, kind and routing ids, so this can be large.
+READ_BATCH = 1000
 
 
 def cursor_name(shard: int, shards: int) -> str:
@@ -270,7 +272,37 @@ class EnforcementComponent:
         last = max(layouts.values(), key=lambda cs: max(c.updated_at for c in cs))
         return min(c.seq for c in last)
 
-    def _drain_shard(self, shard: int, token: int, batch: int = 200, apply_batch: int = APPLY_BATCH) -> bool:
+    @staticmethod
+    def _read_inbox(db: Session, service: EnforcementService, start: int, batch: int, bays: frozenset[str],
+                    unknown_bays: bool, now: datetime) -> tuple[list[Any], dict[int, tuple[str, Any]]]:
+        """The next `batch` inbox rows after `start` as (seq, received_at, kind) and the payloads of
+        those this shard applies. Every shard walks every sequence number (to see gaps), but only its
+        own events' payloads leave the database: the routing ids come out of the JSON on the server,
+        so N shards do not each ship and decode every event."""
+        t = StoredEvent.__table__  # type: ignore[attr-defined]
+        rows = list(db.execute(
+            sa_select(t.c.seq, t.c.received_at, t.c.kind,
+                      t.c.payload["bay_id"].as_string().label("bay_id"),
+                      t.c.payload["charge_point_id"].as_string().label("charge_point_id"))
+            .where(t.c.seq > start).order_by(t.c.seq).limit(batch)))
+        wanted: list[int] = []
+        last = start
+        for row in rows:
+            if row.seq != last + 1 and row.received_at > now - GAP_GRACE:
+                break  # the caller stops here too
+            last = row.seq
+            ids = {"bay_id": row.bay_id, "charge_point_id": row.charge_point_id}
+            if service.may_concern(row.kind, ids, bays, unknown_bays=unknown_bays):
+                wanted.append(row.seq)
+        payloads: dict[int, tuple[str, Any]] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            for seq, event_id, payload in db.execute(
+                    sa_select(t.c.seq, t.c.event_id, t.c.payload).where(t.c.seq.in_(chunk))):
+                payloads[seq] = (event_id, payload)
+        return rows, payloads
+
+    def _drain_shard(self, shard: int, token: int, batch: int = READ_BATCH, apply_batch: int = APPLY_BATCH) -> bool:
         """Apply this shard's next stored events in sequence order, `apply_batch` of its own events per
         transaction (with the cursor, under the lease); True when there may be more."""
         service = self.service
@@ -279,10 +311,7 @@ class EnforcementComponent:
         now = self.ctx.clock()
         with Session(self.ctx.engine) as db:
             start = self._start_seq(db, shard)
-            # Columns, not ORM objects: every shard reads every event and applies only its own.
-            t = StoredEvent.__table__  # type: ignore[attr-defined]
-            rows = list(db.execute(sa_select(t.c.seq, t.c.event_id, t.c.kind, t.c.received_at, t.c.payload)
-                                   .where(t.c.seq > start).order_by(t.c.seq).limit(batch)))
+            rows, payloads = self._read_inbox(db, service, start, batch, bays, shard == 0, now)
         last, stored = start, start
         pending: list[tuple[int, Any]] = []  # (seq, event) to apply in one transaction
 
@@ -316,13 +345,15 @@ class EnforcementComponent:
                 if row.seq != last + 1 and row.received_at > now - GAP_GRACE:
                     break  # a lower sequence number may still be committing
                 seq = row.seq or last
-                if not service.may_concern(row.kind, row.payload, bays, unknown_bays=shard == 0):
+                own = payloads.get(seq)
+                if own is None:
                     last = seq
                     continue
+                event_id, payload = own
                 try:
-                    event = EventEnvelope.model_validate({"event_id": row.event_id, "event": row.payload}).event
+                    event = EventEnvelope.model_validate({"event_id": event_id, "event": payload}).event
                 except Exception:
-                    log.exception("event %s (%s) could not be read; skipped", row.event_id, row.kind)
+                    log.exception("event %s (%s) could not be read; skipped", event_id, row.kind)
                     last = seq
                     continue
                 if service.concerns(event, bays, unknown_bays=shard == 0):
@@ -348,7 +379,7 @@ class EnforcementComponent:
         fence = self._fenced_cursor(shard, token, 0)  # seq 0: the cursor does not move
         return self.service.sweep(only=self.shard_bays[shard], before_commit=fence)
 
-    def drain(self, batch: int = 200) -> bool:
+    def drain(self, batch: int = READ_BATCH) -> bool:
         """Apply the next stored events of every shard this instance holds (tests, benchmarks)."""
         more = False
         for k in range(self.shards):

@@ -39,3 +39,41 @@ def test_new_shard_cursors_start_where_the_old_layout_was_and_a_fresh_database_a
         four = _component(tmp_path, sqlite_url, 4)
         assert [four._start_seq(db, k) for k in range(4)] == [50, 50, 50, 50]
         assert two._start_seq(db, 1) == 55  # an existing cursor is where it is
+
+
+def test_a_shard_walks_every_sequence_number_but_loads_only_its_own_events(tmp_path, db_url):
+    """Eight shards each reading every payload was the fleet's read cost: a shard now sees each row's
+    sequence, kind and routing ids, and only its own events' payloads leave the database."""
+    from datetime import timedelta
+
+    from enforcement.service import EnforcementService
+    from models.eventstore import ingest
+    from models.events import EventEnvelope, PlateRead, TransactionStarted, VehicleArrived
+    from models.settings import EnforcementSettings
+
+    upgrade(db_url)
+    t0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    cfg = EnforcementSettings(bays=[{"bay_id": "A1", "site": "north", "charge_point_id": "CPA", "connector_id": 1},
+                                    {"bay_id": "B1", "site": "south", "charge_point_id": "CPB", "connector_id": 1}])
+    svc = EnforcementService(make_engine(db_url), cfg, {"cam": ["A1", "B1"]}, lambda: t0)
+    events = [
+        VehicleArrived(at=t0, presence_id="pa", camera="cam", bay_id="A1", plate="AB123CD", confidence=0.97),
+        VehicleArrived(at=t0, presence_id="pb", camera="cam", bay_id="B1", plate="XY987ZZ", confidence=0.97),
+        TransactionStarted(at=t0, charge_point_id="CPB", transaction_id="T1", connector_id=1),
+        PlateRead(at=t0, camera="cam", bay_id="B1", plate="AB123CD", confidence=0.9),
+        VehicleArrived(at=t0, presence_id="pz", camera="cam", bay_id="Z9", plate="ZZ111ZZ", confidence=0.97),
+    ]
+    with Session(svc.engine) as db:
+        for k, e in enumerate(events):
+            ingest(db, EventEnvelope(event_id=f"event-{k:04d}", event=e), source="test", now=t0)
+        db.commit()
+    later = t0 + timedelta(minutes=1)
+    with Session(svc.engine) as db:
+        rows, own = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"B1"}), False, later)
+        assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
+        assert sorted(own) == [2, 3]  # B1's arrival and its charger's transaction; not A1, the read or Z9
+        assert own[2][0] == "event-0001" and own[3][1]["charge_point_id"] == "CPB"
+        _, first = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, later)
+        assert sorted(first) == [1, 5]  # the shard that reports unknown bays gets Z9's event
+        _, tail = EnforcementComponent._read_inbox(db, svc, 2, 100, frozenset({"B1"}), False, later)
+        assert sorted(tail) == [3]
