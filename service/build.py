@@ -9,6 +9,7 @@ from models.base import Clock, IdFactory, new_id, utcnow
 from models.db import make_engine
 from models.settings import Settings
 from service.context import AppContext, Component
+from service.runtime_settings import sources_at_start
 from service.scheduler import SchedulerComponent
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ def build_context(
                 scheduler.add_job("enforcement-sweep", engine_part.request_sweep, settings.enforcement.sweep_every_s)
         if scheduler is not None:
             scheduler.add_job("outbox", OutboxDispatcher(ctx), settings.notifications.dispatch_every_s)
-            if settings.sources:
-                scheduler.add_job("source-presences", lambda: sweep_sources(ctx), 5)
+            # Always: sources may be added in the dashboard at run time (an empty sweep is one query).
+            scheduler.add_job("source-presences", lambda: sweep_sources(ctx), 5)
         if settings.components.cameras:
             from anpr.factory import RecognizerSpec
             from service.camera_control import CameraComponent
@@ -80,11 +81,13 @@ def build_context(
             from service.mqtt import MqttComponent
 
             components.append(MqttComponent(ctx))
-        if settings.ftp is not None and any(s.kind == "ftp" for s in settings.sources):
+        if settings.ftp is not None:
+            # Logins are checked against the sources in use at each login, so ftp sources added or
+            # changed in the dashboard work without a restart; `ftp:` alone says the port is wanted.
             from service.ftp_intake import FtpIntakeComponent
 
             components.append(FtpIntakeComponent(ctx))
-        if any(s.kind == "dahua" and s.enabled for s in settings.sources):
+        if any(s.kind == "dahua" and s.enabled for s in sources_at_start(ctx)):
             from service.dahua import DahuaComponent
 
             components.append(DahuaComponent(ctx))
@@ -99,10 +102,12 @@ def build_context(
 def sweep_sources(ctx: AppContext) -> int:
     """Departures of cars outside sources reported once: cable out, or silent past the source's timeout."""
     from enforcement.config import effective
+    from service.runtime_settings import effective_sources
     from service.sources import sweep_presences
 
     with ctx.session() as db:
         bays = {b.bay_id: b for b in effective(db, ctx.settings.enforcement).bays}
-    envelopes = sweep_presences(ctx.engine, ctx.settings, bays, ctx.clock())
+        sources = effective_sources(ctx, db)
+    envelopes = sweep_presences(ctx.engine, sources, bays, ctx.clock())
     ctx.publish_from_thread(envelopes)
     return len(envelopes)

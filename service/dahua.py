@@ -22,6 +22,7 @@ from typing import Any
 
 from models.settings import SourceSettings
 from service.context import AppContext
+from service.runtime_settings import sources_at_start
 from sources.dahua import DahuaEvent, StreamParser, boundary_of, event_reads, mapped_camera
 from sources.reads import SourceError
 
@@ -37,7 +38,8 @@ class DahuaComponent:
         self.ctx = ctx
         self.heartbeat_s = heartbeat_s
         self.backoff_s = backoff_s
-        self.sources = [s for s in ctx.settings.sources if s.kind == "dahua" and s.enabled]
+        # Read once: a subscription holds a connection, so dahua edits apply at the next start.
+        self.sources = [s for s in sources_at_start(ctx) if s.kind == "dahua" and s.enabled]
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()

@@ -7,6 +7,7 @@ and may only store files (no listing, reading or deleting of others' uploads).""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import shutil
@@ -30,20 +31,30 @@ class FtpIntakeComponent:
         self.port: int | None = None
 
     def _handler(self) -> type:
-        from pyftpdlib.authorizers import DummyAuthorizer
+        from pyftpdlib.authorizers import AuthenticationFailed, DummyAuthorizer
         from pyftpdlib.handlers import FTPHandler
 
         ctx, component = self.ctx, self
         cfg = ctx.settings.ftp
-        authorizer = DummyAuthorizer()
-        for source in ctx.settings.sources:
-            if source.kind != "ftp" or not source.enabled or source.secret is None:
-                continue
-            home = self.root / source.name
-            home.mkdir(parents=True, exist_ok=True)
-            home.chmod(0o700)
-            # e: enter its folder, w: store files. Nothing else: no list, read, delete or rename.
-            authorizer.add_user(source.name, source.secret.get_secret_value(), str(home), perm="ew")
+
+        class SourceAuthorizer(DummyAuthorizer):
+            """Users are the ftp sources in use at the moment of login (stored edits over the file), so a
+            source added, re-keyed, disabled or deleted in the dashboard applies without a restart."""
+
+            def validate_authentication(self, username: str, password: str, handler: Any) -> None:
+                source = component.login_source(username)
+                if source is None or source.secret is None or not hmac.compare_digest(
+                        password.encode(), source.secret.get_secret_value().encode()):
+                    raise AuthenticationFailed("Authentication failed.")
+                home = component.root / source.name
+                home.mkdir(parents=True, exist_ok=True)
+                home.chmod(0o700)
+                # e: enter its folder, w: store files. Nothing else: no list, read, delete or rename.
+                self.user_table[username] = {"pwd": "", "home": os.path.realpath(home), "perm": "ew",
+                                             "operms": {}, "msg_login": "Login successful.",
+                                             "msg_quit": "Goodbye."}
+
+        authorizer = SourceAuthorizer()
 
         class Handler(FTPHandler):
             banner = "Baywarden FTP intake"
@@ -61,6 +72,17 @@ class FtpIntakeComponent:
         Handler.passive_ports = range(int(low), int(high) + 1)
         return Handler
 
+    def login_source(self, username: str) -> Any:
+        """The enabled ftp source a login names, or None (also when the database cannot say)."""
+        from service.sources import find_source
+
+        try:
+            source = find_source(self.ctx, username)
+        except Exception:
+            log.exception("ftp login of %s: the sources could not be read", username[:64])
+            return None
+        return source if source is not None and source.kind == "ftp" and source.enabled else None
+
     # --- a file arrived --------------------------------------------------------------------------
 
     def received(self, source_name: str, file: str) -> None:
@@ -70,10 +92,10 @@ class FtpIntakeComponent:
 
         now = self.ctx.clock()
         path = Path(file)
-        source = find_source(self.ctx.settings, source_name)
+        source = find_source(self.ctx, source_name)
         try:
-            if source is None:
-                raise SourceError("no such source")
+            if source is None or source.kind != "ftp" or not source.enabled:
+                raise SourceError("no enabled ftp source of this name (deleted or disabled since the login?)")
             from service.sources import LIMITS
 
             if LIMITS.allow(source):

@@ -62,12 +62,14 @@ class MqttComponent:
         self.cfg = ctx.settings.mqtt
         self.client: Any = None
         self.every = publish_every_s
-        self.frigate = [s for s in ctx.settings.sources if s.kind == "frigate" and s.enabled]
+        self.frigate = [s for s in ctx.settings.sources if s.kind == "frigate" and s.enabled]  # until refreshed
         self._published: dict[str, str] = {}  # bay -> last payload (retained on the broker)
         self._last_alert = 0
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._connected = threading.Event()
+        self._topics: set[str] = set()  # Frigate topic prefixes subscribed in this session
+        self._topics_lock = threading.Lock()
         self.received = 0
 
     # --- connection --------------------------------------------------------------------------------
@@ -94,9 +96,9 @@ class MqttComponent:
             log.warning("MQTT broker refused the connection: %s", reason)
             return
         log.info("MQTT connected to %s:%d", self.cfg.host, self.cfg.port)
-        for source in self.frigate:
-            client.subscribe(f"{source.topic}/events", qos=1)
-            client.subscribe(f"{source.topic}/tracked_object_update", qos=1)
+        with self._topics_lock:
+            self._topics = set()  # a new session (clean start) holds no subscriptions
+            self._sync_topics(client)
         if self.cfg.publish:
             client.publish(f"{self.cfg.topic_prefix}/status", "online", qos=1, retain=True)
             self._published.clear()  # a new session: republish every retained state and discovery
@@ -105,6 +107,34 @@ class MqttComponent:
     def _on_disconnect(self, *_args: Any) -> None:
         self._connected.clear()
         log.warning("MQTT connection to %s:%d lost; reconnecting", self.cfg.host, self.cfg.port)
+
+    def refresh_sources(self) -> None:
+        """Follow the Frigate sources in use now (dashboard edits): subscribe to new topics, leave old ones.
+        Called at start and every publish round, so an edit applies within a second, with no restart."""
+        from service.runtime_settings import effective_sources
+
+        try:
+            wanted = [s for s in effective_sources(self.ctx) if s.kind == "frigate" and s.enabled]
+        except Exception as exc:  # keep the current subscriptions while the database is away
+            log.warning("Frigate sources not refreshed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            return
+        with self._topics_lock:
+            self.frigate = wanted  # one assignment: paho's thread sees the old list or the new one
+            if self.client is None or not self._connected.is_set():
+                return  # _on_connect subscribes to self.frigate
+            self._sync_topics(self.client)
+
+    def _sync_topics(self, client: Any) -> None:
+        """Subscribe to the topics of self.frigate not yet subscribed and leave the others (lock held)."""
+        new = {s.topic for s in self.frigate}
+        for topic in sorted(new - self._topics):
+            client.subscribe(f"{topic}/events", qos=1)
+            client.subscribe(f"{topic}/tracked_object_update", qos=1)
+        for topic in sorted(self._topics - new):
+            client.unsubscribe([f"{topic}/events", f"{topic}/tracked_object_update"])
+        if new != self._topics:
+            log.info("Frigate topics: %s", ", ".join(sorted(new)) or "none")
+        self._topics = new
 
     # --- in: Frigate --------------------------------------------------------------------------------
 
@@ -224,6 +254,7 @@ class MqttComponent:
 
     def _loop(self) -> None:
         while not self._halt.wait(self.every):
+            self.refresh_sources()
             try:
                 self.publish_round()
             except Exception:
@@ -235,6 +266,7 @@ class MqttComponent:
         with self.ctx.session() as db:
             top = db.exec(select(Alert.id).order_by(Alert.id.desc()).limit(1)).first()  # type: ignore[union-attr]
         self._last_alert = top or -1
+        self.refresh_sources()
         self.client = self._make_client()
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=30)
         self.client.loop_start()

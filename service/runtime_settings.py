@@ -8,19 +8,21 @@ is exactly what runs); deleting the row ("reset") brings the config file's secti
 Every reader asks here at use time (`effective_*`), so an edit applies without a restart. Stored
 data is validated with the same pydantic models as the config file; a row that no longer validates
 (hand-edited, or written by another version) is logged once and the config section is used instead,
-so it can never stop the service from starting. CSMS intakes are the exception: each stored intake
-is checked on its own and a bad one is skipped, because falling back to the config list could bring
-back an intake (or a secret) that an operator deleted.
+so it can never stop the service from starting. CSMS intakes and outside sources are the exception:
+each stored item is checked on its own and a bad one is skipped, because falling back to the config
+list could bring back an intake or source (or a secret) that an operator deleted.
 
-Secrets (the SMTP password, intake secrets) are stored like the config file stores them, in clear,
+Secrets (the SMTP password, intake and source secrets) are stored like the config file stores them, in clear,
 because SMTP AUTH and HMAC need the value itself; they are never returned by the API and are masked
 in the audit log.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +30,14 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from sqlmodel import Session
 
 from models import audit
-from models.settings import CsmsIntakeSettings, MailSettings, RetentionSettings, SiteSettings
+from models.settings import CsmsIntakeSettings, MailSettings, RetentionSettings, SiteSettings, SourceSettings
 from models.tables import RuntimeSetting
 from service.context import AppContext
 
 log = logging.getLogger(__name__)
 
-MAIL, SITE, RETENTION, INTAKES = "mail", "site", "retention", "csms_intakes"
-SECTIONS = (MAIL, SITE, RETENTION, INTAKES)
+MAIL, SITE, RETENTION, INTAKES, SOURCES = "mail", "site", "retention", "csms_intakes", "sources"
+SECTIONS = (MAIL, SITE, RETENTION, INTAKES, SOURCES)
 MASK = "***"
 # Human messages for pattern checks, whose pydantic text would quote the regular expression.
 PATTERN_MESSAGES = {
@@ -186,6 +188,58 @@ def effective_intakes(ctx: AppContext, db: Session | None = None) -> list[CsmsIn
     return out
 
 
+# Sources are read on every intake request: the stored JSON's text -> its parsed list, so a read costs
+# one primary-key lookup, not 200 pydantic validations. Keyed by content, never by time or instance.
+_sources_cache: tuple[str, list[SourceSettings]] | None = None
+_sources_lock = threading.Lock()
+
+
+def _parse_sources(row: RuntimeSetting) -> list[SourceSettings]:
+    global _sources_cache
+    text = json.dumps(row.value, sort_keys=True)
+    with _sources_lock:
+        if _sources_cache is not None and _sources_cache[0] == text:
+            return list(_sources_cache[1])
+    items = row.value.get("sources") if isinstance(row.value, dict) else None
+    if not isinstance(items, list):
+        _bad_row(SOURCES, row, ValueError("no list of sources"))
+        return []  # never the config list: it could bring back a deleted source
+    out: list[SourceSettings] = []
+    for item in items:
+        try:
+            out.append(SourceSettings.model_validate(item))
+        except ValidationError as exc:
+            _bad_row(f"{SOURCES}:{item.get('name') if isinstance(item, dict) else '?'}", row, exc)
+    with _sources_lock:
+        _sources_cache = (text, out)
+    return list(out)
+
+
+def effective_sources(ctx: AppContext, db: Session | None = None) -> list[SourceSettings]:
+    """The outside sources in use now: the stored list when one is stored, else the config file's. Read
+    per request (every instance reads the same row), so an edit applies at once across a fleet."""
+    row = stored_row(ctx, SOURCES, db)
+    if row is None:
+        return list(ctx.settings.sources)
+    return _parse_sources(row)
+
+
+def sources_at_start(ctx: AppContext) -> list[SourceSettings]:
+    """`effective_sources` for parts that read them once as they start; the config file's when the
+    database is not reachable or not migrated yet, so the service still starts."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return effective_sources(ctx)
+    except SQLAlchemyError as exc:
+        log.warning("stored sources not read, using the config file's: %s", str(exc).splitlines()[0])
+        return list(ctx.settings.sources)
+
+
+def find_source(ctx: AppContext, name: str, db: Session | None = None) -> SourceSettings | None:
+    return next((s for s in effective_sources(ctx, db) if s.name == name), None)
+
+
 # --- masking for output and the audit log ---------------------------------------------------------
 
 
@@ -210,6 +264,23 @@ def masked_intakes(intakes: list[CsmsIntakeSettings],
     old = {i.name: i.secret for i in (before if before is not None else intakes)}
     return {"intakes": [{"name": i.name, "auth": i.auth, "max_skew_s": i.max_skew_s,
                          "secret": _secret_mark(i.secret, old.get(i.name))} for i in intakes]}
+
+
+def source_plain(source: SourceSettings) -> dict[str, Any]:
+    """A source as JSON-safe data with its secret revealed (for storage only)."""
+    data = source.model_dump(mode="json")
+    data["secret"] = source.secret.get_secret_value() if source.secret is not None else None
+    return data
+
+
+def masked_sources(sources: list[SourceSettings], before: list[SourceSettings] | None = None) -> dict[str, Any]:
+    old = {s.name: s.secret for s in (before if before is not None else sources)}
+    out = []
+    for s in sources:
+        data = s.model_dump(mode="json")
+        data["secret"] = _secret_mark(s.secret, old.get(s.name))
+        out.append(data)
+    return {"sources": out}
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -263,6 +334,16 @@ def save_intakes(ctx: AppContext, db: Session, intakes: list[CsmsIntakeSettings]
            entity_id=entity_id, before=masked_intakes(before), after=masked_intakes(intakes, before))
 
 
+def save_sources(ctx: AppContext, db: Session, sources: list[SourceSettings], *, actor: str, ip: str = "",
+                 action: str = "settings_update", entity_id: str = SOURCES) -> None:
+    names = [s.name for s in sources]
+    if len(names) != len(set(names)):
+        raise SettingsInvalid({"name": "a source with this name already exists"})
+    before = effective_sources(ctx, db)
+    _store(ctx, db, SOURCES, {"sources": [source_plain(s) for s in sources]}, actor=actor, ip=ip, action=action,
+           entity_id=entity_id, before=masked_sources(before), after=masked_sources(sources, before))
+
+
 def reset_section(ctx: AppContext, db: Session, key: str, *, actor: str, ip: str = "") -> bool:
     """Forget the stored edit: the config file's section applies again. False when nothing was stored."""
     if key not in SECTIONS:
@@ -272,11 +353,13 @@ def reset_section(ctx: AppContext, db: Session, key: str, *, actor: str, ip: str
     readers = {MAIL: lambda: masked_mail(effective_mail(ctx, db)),
                SITE: lambda: effective_site(ctx, db).model_dump(mode="json"),
                RETENTION: lambda: effective_retention(ctx, db).model_dump(mode="json"),
-               INTAKES: lambda: masked_intakes(effective_intakes(ctx, db))}
+               INTAKES: lambda: masked_intakes(effective_intakes(ctx, db)),
+               SOURCES: lambda: masked_sources(effective_sources(ctx, db))}
     before = readers[key]()
     after = {MAIL: lambda: masked_mail(ctx.settings.mail), SITE: lambda: config_site(ctx).model_dump(mode="json"),
              RETENTION: lambda: ctx.settings.retention.model_dump(mode="json"),
-             INTAKES: lambda: masked_intakes(list(ctx.settings.csms_intakes))}[key]()
+             INTAKES: lambda: masked_intakes(list(ctx.settings.csms_intakes)),
+             SOURCES: lambda: masked_sources(list(ctx.settings.sources))}[key]()
     _store(ctx, db, key, None, actor=actor, ip=ip, action="settings_reset", entity_id=key, before=before, after=after)
     return True
 

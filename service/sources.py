@@ -56,8 +56,11 @@ class RateLimiter:
 LIMITS = RateLimiter()
 
 
-def find_source(settings: Any, name: str) -> SourceSettings | None:
-    return next((s for s in settings.sources if s.name == name), None)
+def find_source(ctx: Any, name: str, db: Session | None = None) -> SourceSettings | None:
+    """The source named so in the effective list (stored edits over the file's `sources:`), read now."""
+    from service.runtime_settings import find_source as effective
+
+    return effective(ctx, name, db)
 
 
 def bay_for(source: SourceSettings, read: OutsideRead) -> str | None:
@@ -243,7 +246,8 @@ def count(db: Session, source: str, now: datetime, error: str | None = None, acc
     db.execute(stmt.on_conflict_do_update(index_elements=["source"], set_=update))
 
 
-def sweep_presences(engine: Any, settings: Any, bays: dict[str, Any], now: datetime) -> list[EventEnvelope]:
+def sweep_presences(engine: Any, sources: list[SourceSettings], bays: dict[str, Any],
+                    now: datetime) -> list[EventEnvelope]:
     """Departures of held cars whose cable came out or whose source fell silent past its timeout.
 
     The held cars are read without locks, the ended charging sessions since the oldest of them in one
@@ -267,7 +271,7 @@ def sweep_presences(engine: Any, settings: Any, bays: dict[str, Any], now: datet
                     if at is not None:
                         ev = unplugged(h, bay_id, at)
                 if ev is None:
-                    source = find_source(settings, h.source)
+                    source = next((s for s in sources if s.name == h.source), None)
                     ev = expire(h, bay_id, now, source.presence_timeout_s if source is not None else 0)
                 if ev is not None:
                     due[bay_id] = ev

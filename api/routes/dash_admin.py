@@ -276,7 +276,7 @@ def decode_sample(ctx: Any, name: str, body: str) -> dict[str, Any]:
     from sources import formats
     from sources.reads import SourceError
 
-    source = find_source(ctx.settings, name)
+    source = find_source(ctx, name)
     if source is None:
         return {"error": f"no source named {name!r} is configured"}
     now = ctx.clock()
@@ -312,22 +312,153 @@ def decode_sample(ctx: Any, name: str, body: str) -> dict[str, Any]:
                        "confidence": r.confidence, "at": r.at, "left": r.left} for r in reads]}
 
 
+SOURCE_KINDS = [("webhook", "Our signed JSON (webhook)"), ("platerecognizer", "Plate Recognizer webhook"),
+                ("hikvision", "Hikvision ISAPI push"), ("ftp", "FTP upload (plate in the file name)"),
+                ("frigate", "Frigate over MQTT"), ("dahua", "Dahua camera (Baywarden subscribes)")]
+SOURCE_TEXT = ("name", "kind", "device_url", "username", "topic", "frigate_url", "file_pattern", "time_format",
+               "utc_offset_min", "presence_timeout_s", "max_skew_s", "max_per_s", "burst")
+
+
+def cameras_text(cameras: list[Any]) -> str:
+    """Camera-to-bay mappings as the form shows them: one `camera id = bay id` a line."""
+    return "\n".join(f"{c.id} = {c.bay_id}" for c in cameras)
+
+
+def _source_form(out: Any | None) -> dict[str, str]:
+    if out is None:  # the add form: the model's defaults
+        return {"kind": "webhook", "topic": "frigate", "time_format": "%Y%m%d%H%M%S", "utc_offset_min": "0",
+                "presence_timeout_s": "300", "max_skew_s": "300", "max_per_s": "50", "burst": "200", "enabled": "on"}
+    form = {k: "" if getattr(out, k) is None else str(getattr(out, k)) for k in SOURCE_TEXT}
+    form.update(cameras=cameras_text(out.cameras), enabled="on" if out.enabled else "")
+    return form
+
+
+def _source_body(form: dict[str, str], raw_secret: Any, *, update: bool) -> tuple[Any, dict[str, str]]:
+    """The API's SourceIn from the form: empty optional fields are cleared (on update) or left to the
+    model's defaults (on add); the cameras textarea is parsed line by line."""
+    from api.routes import settings as settings_api
+
+    errors: dict[str, str] = {}
+    cameras = []
+    for n, line in enumerate(form.get("cameras", "").splitlines(), 1):
+        if not line.strip():
+            continue
+        cam, sep, bay = line.rpartition("=")
+        if not sep or not cam.strip() or not bay.strip():
+            errors["cameras"] = f"line {n}: write it as camera id = bay id, e.g. lane1 = B1"
+            break
+        cameras.append({"id": cam.strip(), "bay_id": bay.strip()})
+    data: dict[str, Any] = {"cameras": cameras, "enabled": form.get("enabled") == "on"}
+    for key in SOURCE_TEXT:
+        value = form.get(key, "")
+        if value != "":
+            data[key] = value
+        elif update and key in ("device_url", "username", "frigate_url", "file_pattern"):
+            data[key] = None  # an emptied optional field clears it
+    if update:
+        data.pop("name", None)
+    if isinstance(raw_secret, str) and raw_secret:
+        data["secret"] = raw_secret  # spaces are allowed; empty keeps the stored secret
+    try:
+        return settings_api.SourceIn.model_validate(data), errors
+    except ValidationError as exc:
+        return None, {**field_errors(exc), **errors}
+
+
+def _sources_page(request: Request, ctx: Ctx, db: DbSession, principal: Principal, status_code: int = 200,
+                  **context: Any) -> HTMLResponse:
+    from api.routes import settings as settings_api
+    from api.routes import sources as sources_api
+
+    config = settings_api.sources_out(ctx, db)
+    edit = context.pop("edit", None) or request.query_params.get("edit") or None
+    editing = next((s for s in config.sources if s.name == edit), None)
+    context.setdefault("form", _source_form(editing))
+    context.setdefault("errors", {})
+    context.setdefault("message", request.query_params.get("msg", ""))
+    context.setdefault("chosen", request.query_params.get("source", ""))
+    context.setdefault("sample", "")
+    context.setdefault("decoded", None)
+    response = page(request, "dash/sources.html", principal, status_code=status_code,
+                    sources=sources_api.list_sources(ctx, db, principal), config=config, editing=editing,
+                    kinds=SOURCE_KINDS, **context)
+    if request.method == "POST" and status_code != 303:
+        response.headers["HX-Push-Url"] = f"/dash/sources?edit={editing.name}" if editing else "/dash/sources"
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @router.get("/sources", response_class=HTMLResponse)
 def sources_page(request: Request, ctx: Ctx, db: DbSession, principal: Viewer, source: str = "",
                  sample: str = "") -> HTMLResponse:
-    from api.routes import sources as sources_api
+    return _sources_page(request, ctx, db, principal, chosen=source, sample=sample)
 
-    return page(request, "dash/sources.html", principal, sources=sources_api.list_sources(ctx, db, principal),
-                chosen=source, sample=sample, decoded=None)
+
+@router.post("/sources", response_class=HTMLResponse)
+async def add_source(request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> Response:
+    """The add form: the API's own validation and audit; errors next to their field (422)."""
+    from api.routes import settings as settings_api
+    from service import runtime_settings as rs
+
+    form = await form_dict(request)
+    raw = (await request.form()).get("secret")
+    form.pop("secret", None)  # never echoed back into the page
+    body, errors = _source_body(form, raw, update=False)
+    if body is not None and not errors:
+        try:
+            made = settings_api.add_source_to(ctx, db, body, admin.name, client_ip(request))
+        except rs.SettingsInvalid as exc:
+            errors = exc.errors
+        else:
+            return back(_url("/dash/sources", msg=f"Source {made.name} added" + _when(made)))
+    return _sources_page(request, ctx, db, admin, 422, form=form, errors=errors or {"_": "not saved"})
+
+
+@router.post("/sources/reset", response_class=HTMLResponse)
+def reset_sources(request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> Response:
+    from service import runtime_settings as rs
+
+    done = rs.reset_section(ctx, db, rs.SOURCES, actor=admin.name, ip=client_ip(request))
+    return back(_url("/dash/sources", msg="Using the config file's sources" if done else "Nothing to reset"))
+
+
+@router.post("/sources/{name}/edit", response_class=HTMLResponse)
+async def edit_source(name: str, request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> Response:
+    from api.routes import settings as settings_api
+    from service import runtime_settings as rs
+
+    form = await form_dict(request)
+    raw = (await request.form()).get("secret")
+    form.pop("secret", None)
+    form["name"] = name
+    body, errors = _source_body(form, raw, update=True)
+    if body is not None and not errors:
+        try:
+            made = settings_api.update_source_in(ctx, db, name, body, admin.name, client_ip(request))
+        except rs.SettingsInvalid as exc:
+            errors = exc.errors
+        else:
+            return back(_url("/dash/sources", msg=f"Source {made.name} saved" + _when(made)))
+    return _sources_page(request, ctx, db, admin, 422, form=form, errors=errors or {"_": "not saved"}, edit=name)
+
+
+@router.post("/sources/{name}/delete")
+def delete_source(name: str, request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> Response:
+    from api.routes import settings as settings_api
+
+    settings_api.delete_source_in(ctx, db, name, admin.name, client_ip(request))
+    return back(_url("/dash/sources", msg=f"Source {name} deleted"))
+
+
+def _when(out: Any) -> str:
+    return f"; {out.note}" if out.applies == "after_restart" and out.note else "; it applies now"
 
 
 @router.post("/sources/test", response_class=HTMLResponse)
 async def sources_test(request: Request, ctx: Ctx, db: DbSession, principal: Operator) -> HTMLResponse:
     """The "send a test event" button: decode a sample as the chosen source would, store nothing."""
-    from api.routes import sources as sources_api
-
     form = await form_dict(request)
     name, sample = form.get("source", ""), form.get("sample", "")
     decoded = decode_sample(ctx, name, sample)
-    return page(request, "dash/sources.html", principal, status_code=422 if "error" in decoded else 200,
-                sources=sources_api.list_sources(ctx, db, principal), chosen=name, sample=sample, decoded=decoded)
+    return _sources_page(request, ctx, db, principal, status_code=422 if "error" in decoded else 200,
+                         chosen=name, sample=sample, decoded=decoded)

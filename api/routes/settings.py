@@ -1,8 +1,9 @@
-"""Settings API: mail server, site details, retention and CSMS intakes, edited at run time.
+"""Settings API: mail server, site details, retention, CSMS intakes and outside sources, edited at run time.
 
 Roles: operators and admins read (secrets are never returned, only whether one is set); only admins
 change anything, because these settings decide where e-mail goes, which CSMS may post events and
-how long evidence is kept. A stored section replaces the config file's section until it is reset
+how long evidence is kept. Outside sources are read by viewers too (the Sources page shows them;
+secrets never). A stored section replaces the config file's section until it is reset
 (`DELETE /api/v1/settings/{section}`); see service/runtime_settings.py. The test e-mail is
 `POST /api/v1/settings/test-email` (api/routes/outbox.py), open to operators.
 """
@@ -14,9 +15,18 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlmodel import select
 
-from api.deps import Admin, Ctx, DbSession, Operator, Principal, client_ip
-from models.settings import CsmsIntakeSettings, MailSettings, RetentionSettings, SiteSettings
+from api.deps import Admin, Ctx, DbSession, Operator, Principal, Viewer, client_ip
+from models.settings import (
+    CsmsIntakeSettings,
+    MailSettings,
+    RetentionSettings,
+    SiteSettings,
+    SourceCamera,
+    SourceSettings,
+)
+from models.tables import BayRow
 from service import runtime_settings as rs
 
 router = APIRouter(prefix="/api/v1/settings", tags=["settings"])
@@ -377,9 +387,225 @@ def delete_intake(name: str, request: Request, ctx: Ctx, db: DbSession, admin: A
     return Response(status_code=204)
 
 
+# --- outside sources -------------------------------------------------------------------------
+
+SOURCE_PATTERNS = {
+    "name": "lowercase letters, digits, dash and underscore only (1 to 64)",
+    "username": "1 to 64 characters without spaces, quotes or backslashes",
+    "topic": "letters, digits, _ / and - only (1 to 100)",
+    "device_url": "an http:// or https:// address, e.g. http://192.0.2.10",
+    "frigate_url": "an http:// or https:// address, e.g. http://frigate:5000",
+    "cameras": "bay ids are letters, digits, dot, dash and underscore (1 to 64)",
+}
+# SourceSettings' whole-model errors, shown next to the field that can fix them.
+_SOURCE_MODEL_ERRORS = (("camera ids must be unique", "cameras"), ("a dahua source needs device_url", "device_url"),
+                        ("a dahua source needs username", "username"), ("a dahua source needs secret", "secret"),
+                        ("dahua camera ids", "cameras"), ("an ftp source needs", "file_pattern"),
+                        ("file_pattern", "file_pattern"), ("without a camera group", "cameras"),
+                        ("a ", "secret"))  # "a webhook source needs a secret": the last, catch-all prefix
+SOURCE_FIELDS = ("kind", "device_url", "username", "topic", "frigate_url", "file_pattern", "time_format",
+                 "utc_offset_min", "cameras", "presence_timeout_s", "max_skew_s", "enabled", "max_per_s", "burst")
+
+
+class SourceOut(BaseModel):
+    """A configured source; its secret is never returned, only whether one is set."""
+
+    name: str
+    kind: str
+    enabled: bool
+    cameras: list[SourceCamera]
+    secret_set: bool
+    device_url: str | None = None
+    username: str | None = None
+    topic: str
+    frigate_url: str | None = None
+    file_pattern: str | None = None
+    time_format: str
+    utc_offset_min: int
+    presence_timeout_s: int
+    max_skew_s: int
+    max_per_s: float
+    burst: int
+    applies: Literal["now", "after_restart"] = Field(
+        description="now: the next request or login uses it; after_restart: the part that holds the connection "
+        "reads its sources as it starts (dahua), or its config block is missing (ftp:, mqtt:).")
+    note: str | None = None
+
+
+class SourcesOut(SectionMeta):
+    sources: list[SourceOut]
+
+
+class SourceIn(BaseModel):
+    """A source (`sources:` in the config file; README "Outside reads"). On update every field is optional:
+    absent fields keep their value, an empty or absent `secret` keeps the stored one."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, description="Unique, part of the intake URL; cannot be changed by an update.")
+    kind: str | None = None
+    secret: str | None = Field(None, description="Write-only. Empty or absent on update: keep the stored secret.")
+    cameras: list[SourceCamera] | None = Field(None, max_length=500)
+    device_url: str | None = None
+    username: str | None = None
+    topic: str | None = None
+    frigate_url: str | None = None
+    file_pattern: str | None = None
+    time_format: str | None = None
+    utc_offset_min: int | None = None
+    presence_timeout_s: int | None = None
+    max_skew_s: int | None = None
+    enabled: bool | None = None
+    max_per_s: float | None = None
+    burst: int | None = None
+
+
+def applies(ctx: Ctx, source: SourceSettings) -> tuple[Literal["now", "after_restart"], str | None]:
+    """When an edit of `source` takes effect on this instance, and why not now."""
+    if source.kind == "dahua":
+        return "after_restart", "dahua subscriptions are opened at start: restart Baywarden to apply"
+    if source.kind == "ftp" and ctx.settings.ftp is None:
+        return "after_restart", "the FTP intake needs an ftp: block in the config file (then a restart)"
+    if source.kind == "frigate" and ctx.settings.mqtt is None:
+        return "after_restart", "Frigate sources need an mqtt: block in the config file (then a restart)"
+    return "now", None
+
+
+def source_out(ctx: Ctx, source: SourceSettings) -> SourceOut:
+    when, note = applies(ctx, source)
+    data = source.model_dump(exclude={"secret", "cameras"})
+    return SourceOut(**data, cameras=source.cameras, secret_set=source.secret is not None, applies=when, note=note)
+
+
+def sources_out(ctx: Ctx, db: DbSession) -> SourcesOut:
+    return SourcesOut(sources=[source_out(ctx, s) for s in rs.effective_sources(ctx, db)],
+                      **rs.meta(ctx, rs.SOURCES, db))
+
+
+def _place_source(errors: dict[str, str]) -> dict[str, str]:
+    msg = errors.pop("_", None)
+    if msg is not None:
+        field = next((f for prefix, f in _SOURCE_MODEL_ERRORS if msg.startswith(prefix)), "_")
+        errors.setdefault(field, msg)
+    return errors
+
+
+def _find_source(sources: list[SourceSettings], name: str) -> int:
+    for n, s in enumerate(sources):
+        if s.name == name:
+            return n
+    raise HTTPException(404, f"no source named {name!r}")
+
+
+def build_source(ctx: Ctx, db: DbSession, data: dict[str, Any], *, others: list[SourceSettings],
+                 new_bays: set[str] | None = None) -> SourceSettings:
+    """Validate with the config file's own model; the name must be new among `others` and every bay of
+    `new_bays` (default: all the source maps) must exist."""
+    errors: dict[str, str] = {}
+    source = None
+    try:
+        source = SourceSettings.model_validate(data)
+    except ValidationError as exc:
+        errors = _place_source(rs.errors_of(exc, SOURCE_PATTERNS))
+    if any(s.name == data.get("name") for s in others):
+        errors.setdefault("name", "a source with this name already exists")
+    cameras = data.get("cameras") or []
+    bays = {c["bay_id"] if isinstance(c, dict) else c.bay_id for c in cameras}
+    wanted = bays if new_bays is None else new_bays & bays
+    known = set(db.exec(select(BayRow.bay_id)))
+    unknown = sorted(b for b in wanted if b not in known)
+    if unknown:
+        errors.setdefault("cameras", f"no bay named {', '.join(unknown)}: add the bay under Bays first, "
+                                     f"or map the camera to one of {', '.join(sorted(known)[:20]) or 'none yet'}")
+    if errors or source is None:
+        raise rs.SettingsInvalid(errors or {"_": "invalid source"})
+    return source
+
+
+def _given(body: SourceIn) -> dict[str, Any]:
+    data = body.model_dump(exclude_unset=True, exclude={"secret"})
+    if "cameras" in data and data["cameras"] is not None:
+        data["cameras"] = [c.model_dump() for c in body.cameras or []]
+    return data
+
+
+def add_source_to(ctx: Ctx, db: DbSession, body: SourceIn, actor: str, ip: str) -> SourceOut:
+    rs.lock_section(db, rs.SOURCES)
+    sources = rs.effective_sources(ctx, db)
+    data = {k: v for k, v in _given(body).items() if v is not None}
+    if body.secret:
+        data["secret"] = body.secret
+    if not body.name:
+        data["name"] = ""  # reported as its pattern's message, with the other fields' errors
+    source = build_source(ctx, db, data, others=sources)
+    rs.save_sources(ctx, db, [*sources, source], actor=actor, ip=ip, action="source_add",
+                    entity_id=f"{rs.SOURCES}:{source.name}")
+    return source_out(ctx, source)
+
+
+def update_source_in(ctx: Ctx, db: DbSession, name: str, body: SourceIn, actor: str, ip: str) -> SourceOut:
+    rs.lock_section(db, rs.SOURCES)
+    sources = rs.effective_sources(ctx, db)
+    n = _find_source(sources, name)
+    if body.name not in (None, name):
+        raise rs.SettingsInvalid({"name": "a source cannot be renamed (its counts and intake URL use the name): "
+                                          "add a new one and delete this one"})
+    current = sources[n]
+    data = rs.source_plain(current)
+    data.update(_given(body))
+    data["name"] = name
+    if body.secret:
+        data["secret"] = body.secret  # empty or absent: the stored secret stays
+    old_bays = {c.bay_id for c in current.cameras}
+    updated = build_source(ctx, db, data, others=sources[:n] + sources[n + 1:],
+                           new_bays={c.bay_id for c in body.cameras or []} - old_bays)
+    sources[n] = updated
+    rs.save_sources(ctx, db, sources, actor=actor, ip=ip, action="source_update", entity_id=f"{rs.SOURCES}:{name}")
+    return source_out(ctx, updated)
+
+
+def delete_source_in(ctx: Ctx, db: DbSession, name: str, actor: str, ip: str) -> None:
+    rs.lock_section(db, rs.SOURCES)
+    sources = rs.effective_sources(ctx, db)
+    del sources[_find_source(sources, name)]
+    rs.save_sources(ctx, db, sources, actor=actor, ip=ip, action="source_delete", entity_id=f"{rs.SOURCES}:{name}")
+
+
+@router.get("/sources", response_model=SourcesOut)
+def list_source_settings(ctx: Ctx, db: DbSession, _: Viewer) -> SourcesOut:
+    """Outside sources in use now (stored edits, else the config file's `sources:`); secrets never returned."""
+    return sources_out(ctx, db)
+
+
+@router.post("/sources", response_model=SourceOut, status_code=201)
+def add_source(body: SourceIn, request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> SourceOut:
+    """Add a source. Webhook, Plate Recognizer, Hikvision, FTP and Frigate sources apply at once on every
+    instance; dahua sources at the next start (`applies`)."""
+    try:
+        return add_source_to(ctx, db, body, admin.name, client_ip(request))
+    except rs.SettingsInvalid as exc:
+        raise _invalid(exc) from None
+
+
+@router.put("/sources/{name}", response_model=SourceOut)
+def update_source(name: str, body: SourceIn, request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> SourceOut:
+    """Change a source: the fields given replace the stored ones (an empty `secret` keeps the stored one)."""
+    try:
+        return update_source_in(ctx, db, name, body, admin.name, client_ip(request))
+    except rs.SettingsInvalid as exc:
+        raise _invalid(exc) from None
+
+
+@router.delete("/sources/{name}", status_code=204)
+def delete_source(name: str, request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> Response:
+    """Remove a source: its requests are refused (404) from now on; its counts stay."""
+    delete_source_in(ctx, db, name, admin.name, client_ip(request))
+    return Response(status_code=204)
+
+
 # --- reset ------------------------------------------------------------------------------------
 
-SECTION_KEYS = {"mail": rs.MAIL, "site": rs.SITE, "retention": rs.RETENTION, "csms-intakes": rs.INTAKES}
+SECTION_KEYS = {"mail": rs.MAIL, "site": rs.SITE, "retention": rs.RETENTION, "csms-intakes": rs.INTAKES,
+                "sources": rs.SOURCES}
 
 
 def reset(ctx: Ctx, db: DbSession, section: str, principal: Principal, ip: str) -> bool:
@@ -387,7 +613,7 @@ def reset(ctx: Ctx, db: DbSession, section: str, principal: Principal, ip: str) 
 
 
 @router.delete("/{section}", status_code=204)
-def reset_section(section: Literal["mail", "site", "retention", "csms-intakes"], request: Request, ctx: Ctx,
+def reset_section(section: Literal["mail", "site", "retention", "csms-intakes", "sources"], request: Request, ctx: Ctx,
                   db: DbSession, admin: Admin) -> Response:
     """Forget the edits of a section: the config file's values apply again."""
     reset(ctx, db, section, admin, client_ip(request))

@@ -1,4 +1,6 @@
-"""Intake of outside plate reads (`sources:` in the config; README "Outside reads").
+"""Intake of outside plate reads (`sources:` in the config, or as edited in the dashboard; README "Outside
+reads"). Each request looks its source up in the list in use now (`service.runtime_settings`), so an
+added, changed, disabled or deleted source applies to the next request on every instance.
 
 * `POST /api/v1/sources/{name}/reads`: kind `webhook`, our JSON, signed like the CSMS intake: headers
   `X-Baywarden-Source: <name>`, `X-Baywarden-Timestamp`, `X-Baywarden-Signature: sha256=<hex
@@ -33,6 +35,7 @@ from api.routes.evidence import read_limited
 from api.security import REPLAYED, check_signed
 from models.settings import SourceSettings
 from models.tables import SourceCounter
+from service.runtime_settings import effective_sources
 from service.sources import LIMITS, count, find_source, prepare_reads, store_reads
 from sources.formats import _json, hikvision_reads, platerecognizer_reads, webhook_reads
 from sources.reads import OutsideRead, SourceError
@@ -62,7 +65,7 @@ def _refuse(ctx: Any, name: str, status: int, reason: str) -> HTTPException:
     """Count the refusal in its own transaction (the request's is rolled back) and build the error."""
     try:
         with ctx.session() as db:
-            if find_source(ctx.settings, name) is not None:
+            if find_source(ctx, name, db) is not None:
                 count(db, name, ctx.clock(), reason)
                 db.commit()
     except Exception:  # counting must never turn a 4xx into a 500
@@ -72,11 +75,11 @@ def _refuse(ctx: Any, name: str, status: int, reason: str) -> HTTPException:
 
 
 def _source(ctx: Any, name: str, kind: str) -> SourceSettings:
-    source = find_source(ctx.settings, name)
+    source = find_source(ctx, name)
     if source is None or source.kind != kind:
         raise HTTPException(404, f"no {kind} source named {name!r} is configured")
     if not source.enabled:
-        raise _refuse(ctx, name, 403, "this source is disabled in the configuration")
+        raise _refuse(ctx, name, 403, "this source is disabled")
     wait = LIMITS.allow(source)
     if wait:
         exc = _refuse(ctx, name, 429, f"more than {source.max_per_s:g} requests per second: slow down")
@@ -241,7 +244,7 @@ def list_sources(ctx: Ctx, db: DbSession, _: Viewer) -> list[SourceOut]:
     """The configured sources with what each sent: accepted, rejected, the last time and the last reason."""
     counters = {c.source: c for c in db.exec(select(SourceCounter))}
     out = []
-    for s in ctx.settings.sources:
+    for s in effective_sources(ctx, db):
         c = counters.get(s.name) or SourceCounter(source=s.name)
         out.append(SourceOut(name=s.name, kind=s.kind, enabled=s.enabled, cameras={m.id: m.bay_id for m in s.cameras},
                              accepted=c.accepted, rejected=c.rejected, last_at=c.last_at, last_error=c.last_error))

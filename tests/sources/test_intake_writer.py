@@ -117,12 +117,12 @@ def test_the_sweep_departs_unplugged_and_silent_cars_and_leaves_the_others(ctx):
         db.commit()
     source = ctx.settings.sources[0]
     # At +3 min only B1's cable is out: CP2's ended session was on another connector, CP0's before the car.
-    first = sweep_presences(ctx.engine, ctx.settings, bays, T0 + timedelta(minutes=3))
+    first = sweep_presences(ctx.engine, ctx.settings.sources, bays, T0 + timedelta(minutes=3))
     assert [(e.event.bay_id, e.event.at) for e in first] == [("B1", T0 + timedelta(minutes=2))]
     later = T0 + timedelta(seconds=source.presence_timeout_s + 60)
-    silent = sweep_presences(ctx.engine, ctx.settings, bays, later)
+    silent = sweep_presences(ctx.engine, ctx.settings.sources, bays, later)
     assert sorted(e.event.bay_id for e in silent) == ["B0", "B2"]  # silent past the source's timeout
     assert all(e.event.kind == "vehicle_departed" for e in first + silent)
-    assert sweep_presences(ctx.engine, ctx.settings, bays, later) == []
+    assert sweep_presences(ctx.engine, ctx.settings.sources, bays, later) == []
     with Session(ctx.engine) as db:
         assert db.exec(select(SourcePresence)).all() == []
