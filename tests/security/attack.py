@@ -1,5 +1,6 @@
 """The standing attack run: schemathesis over the whole OpenAPI, as every role, looking for 5xx and
-for answers the OpenAPI document does not promise (a status or a media type; finding 14).
+for answers the OpenAPI document does not promise (a status, a media type or a body that breaks its
+response schema; finding 14).
 
 Used by tests/security/test_attack_suite.py (a few examples per operation, in CI) and by
 `python bench/attack.py --examples 200` (the long run). Requests go to the app in-process (ASGI), never
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import response_schema_conformance
+from schemathesis.core.failures import FailureGroup
 from sqlmodel import Session
 
 from api.routes.tokens import create_token
@@ -64,6 +67,15 @@ def run_attack(examples: int = 5, workdir: Path | None = None) -> dict[tuple[str
     return {k: v for k, v in found.items() if v}
 
 
+def body_problem(case, response) -> str | None:
+    """Why a JSON answer's body is not what its documented response schema says, or None."""
+    try:
+        case.validate_response(response, checks=[response_schema_conformance])
+    except FailureGroup as exc:  # a BaseExceptionGroup, one failure per violated field
+        return " ".join(" ".join(str(f) for f in exc.exceptions).split())[:300]
+    return None
+
+
 def _attack(op, examples: int, headers: dict[str, str], problems: list[str]) -> None:
     responses = op.definition.raw.get("responses", {})
     @given(op.as_strategy())
@@ -84,5 +96,9 @@ def _attack(op, examples: int, headers: dict[str, str], problems: list[str]) -> 
         content = documented.get("content") or {}
         if content and media and media not in content:
             problems.append(f"{r.status_code} answered {media}, documented {sorted(content)} {where}")
+            return
+        wrong = body_problem(case, r)
+        if wrong:
+            problems.append(f"{r.status_code} body breaks its schema: {wrong} {where}")
 
     attack()

@@ -33,3 +33,27 @@ def test_openapi_documents_errors_and_media_types(tmp_path):
     assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
     body = paths["/api/v1/events"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]
     assert {r["$ref"].rsplit("/", 1)[1] for r in body["anyOf"]} == {"HTTPValidationError", "ErrorMessage"}
+
+
+def test_a_body_that_breaks_its_response_schema_is_reported(tmp_path):
+    """The suite checks answers' bodies, not only their status and media type: the real /api/v1/me
+    answer passes, the same answer with a wrong type in it does not."""
+    import schemathesis
+    from schemathesis.core.transport import Response
+
+    from models.tables import Role
+    from tests.foundation.helpers import add_user, client_for, login, make_settings
+    from tests.security.attack import body_problem
+
+    cfg = make_settings(tmp_path, f"sqlite:///{tmp_path / 'b.db'}")
+    client = client_for(cfg)
+    add_user(cfg, "adm", Role.admin)
+    with client:
+        csrf = login(client, "adm")
+        headers = {"Cookie": f"bw_session={client.cookies.get('bw_session')}", "X-CSRF-Token": csrf}
+        case = schemathesis.openapi.from_asgi("/openapi.json", client.app)["/api/v1/me"]["GET"].Case()
+        real = case.call(headers=headers)
+        assert real.status_code == 200 and body_problem(case, real) is None
+        broken = Response(status_code=200, headers={"content-type": ["application/json"]},
+                          content=b'{"name": 5}', request=real.request, elapsed=0.0, verify=False)
+        assert body_problem(case, broken)
