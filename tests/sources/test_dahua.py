@@ -541,15 +541,19 @@ def test_stop_is_prompt_while_the_camera_is_away(tmp_path, sqlite_url, clock):
 
 def test_the_sources_page_decodes_a_pasted_dahua_event_with_lane_mapping(tmp_path):
     from api.routes.dash_admin import decode_sample
+    from models.db import make_engine
     from service.context import AppContext
 
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'd.db'}", sources=[
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    upgrade(url)  # the page decodes with the sources in use, read from the database
+    settings = make_settings(tmp_path, url, sources=[
         {"name": "gate", "kind": "dahua", "device_url": "http://192.0.2.10", "username": "bw",
          "secret": "camera-pw1", "cameras": [{"id": "0/1", "bay_id": "B1"}, {"id": "1", "bay_id": "B7"}]}])
-    ctx = AppContext(settings=settings, engine=None, clock=lambda: datetime(2026, 12, 6, 9, tzinfo=UTC),
+    ctx = AppContext(settings=settings, engine=make_engine(url), clock=lambda: datetime(2026, 12, 6, 9, tzinfo=UTC),
                      leases=object())
     lane = event_text(0, **{"Channel": 0, "Lane": 1, "TrafficCar.PlateNumber": "AB123CD"}).decode()
     (read,) = decode_sample(ctx, "gate", lane)["reads"]
     assert read["camera"] == "0/1" and read["bay"] == "B1" and read["plate"] == "AB123CD"
     other = event_text(0, **{"Channel": 0, "Lane": 2, "TrafficCar.PlateNumber": "XY1"}).decode()
     assert decode_sample(ctx, "gate", other)["reads"][0]["bay"] is None  # lane 2 of channel 0 is not channel 1
+    ctx.engine.dispose()
