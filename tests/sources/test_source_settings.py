@@ -174,6 +174,11 @@ def test_update_keeps_the_name_and_refuses_unknown_bays(env):
     r = client.put("/api/v1/settings/sources/lanes", json={"cameras": [{"id": "lane1", "bay_id": "B7"}]}, headers=h)
     assert r.status_code == 422 and "no bay named B7" in r.text
     assert client.put("/api/v1/settings/sources/nope", json={"enabled": False}, headers=h).status_code == 404
+    from api.limits import DEFAULT_BODY
+
+    big = client.post("/api/v1/settings/sources", content=b" " * (DEFAULT_BODY + 1),
+                      headers={**h, "Content-Type": "application/json"})
+    assert big.status_code == 413  # bounded like the other settings routes
     assert client.get("/api/v1/settings/sources").json()["source"] == "config"  # nothing was stored
 
 
