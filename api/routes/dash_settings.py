@@ -73,7 +73,8 @@ def reset(section: str, request: Request, ctx: Ctx, db: DbSession, admin: Admin)
     if section not in api.SECTION_KEYS:
         raise HTTPException(404, "no such settings section")
     done = api.reset(ctx, db, section, admin, client_ip(request))
-    return back(f"/dash/settings/{section}?msg=" + ("Using+the+config+file%27s+values" if done else "Nothing+to+reset"))
+    where = "/dash/sources" if section == "sources" else f"/dash/settings/{section}"  # sources have their own page
+    return back(f"{where}?msg=" + ("Using+the+config+file%27s+values" if done else "Nothing+to+reset"))
 
 
 # --- mail -------------------------------------------------------------------------------------
