@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
@@ -83,8 +83,9 @@ def fair_share(ctx: AppContext, prefix: str, units: int, role: str, ttl_s: float
     now = datetime.now(UTC)
     try:
         with ctx.session() as db:
-            live = {i.id for i in db.exec(select(FleetInstance).where(
-                FleetInstance.heartbeat_at >= now - timedelta(seconds=0.75 * ttl_s))) if role in i.roles}
+            # Columns only: the row also holds the shared settings (every bay), not wanted here.
+            live = {i for i, roles in db.exec(select(FleetInstance.id, FleetInstance.roles).where(
+                FleetInstance.heartbeat_at >= now - timedelta(seconds=0.75 * ttl_s))) if role in roles}
             owners = list(db.exec(select(Lease.owner).where(Lease.name.startswith(prefix))  # type: ignore[attr-defined]
                                   .where(Lease.expires_at > now)))
     except SQLAlchemyError:
@@ -175,16 +176,20 @@ class LeaseKeeper:
         return held > share and someone_has_less
 
     def heartbeat(self) -> None:
+        """Move this instance's heartbeat: one UPDATE of two columns (the row's shared settings list every
+        bay: with thousands of bays, loading it each beat cost the engine a tenth of its time); the row
+        is written whole only when it is missing."""
         try:
             with self.ctx.session() as db:
                 now = datetime.now(UTC)
-                row = db.get(FleetInstance, self.leases.owner) or FleetInstance(
-                    id=self.leases.owner, node=self.ctx.settings.ha.node or self.leases.owner.split(":")[0],
-                    pid=os.getpid(), roles=self.roles, started_at=now, heartbeat_at=now,
-                    shared_settings=shared_settings(self.ctx.settings),
-                )
-                row.heartbeat_at, row.clock_skew_s = now, round(self.skew_s, 3)
-                db.add(row)
+                t = FleetInstance.__table__  # type: ignore[attr-defined]
+                moved = db.execute(update(t).where(t.c.id == self.leases.owner)
+                                   .values(heartbeat_at=now, clock_skew_s=round(self.skew_s, 3))).rowcount
+                if not moved:
+                    db.add(FleetInstance(
+                        id=self.leases.owner, node=self.ctx.settings.ha.node or self.leases.owner.split(":")[0],
+                        pid=os.getpid(), roles=self.roles, started_at=now, heartbeat_at=now,
+                        clock_skew_s=round(self.skew_s, 3), shared_settings=shared_settings(self.ctx.settings)))
                 db.commit()
         except SQLAlchemyError as exc:
             log.debug("heartbeat not recorded: %s", exc)
@@ -204,11 +209,13 @@ def fleet_status(engine: Engine) -> dict[str, Any]:
     """Instances, leases (owner, token, seconds left) and the lag of each engine shard's cursor."""
     now = datetime.now(UTC)
     with Session(engine) as db:
+        f = FleetInstance
         instances = [
             {"id": i.id, "node": i.node, "pid": i.pid, "roles": i.roles,
              "heartbeat_s_ago": round((now - i.heartbeat_at).total_seconds(), 1), "clock_skew_s": i.clock_skew_s,
              "started_at": i.started_at.isoformat()}
-            for i in db.exec(select(FleetInstance).order_by(FleetInstance.id))
+            for i in db.exec(select(f.id, f.node, f.pid, f.roles, f.heartbeat_at, f.clock_skew_s, f.started_at)
+                             .order_by(f.id))
         ]
         leases = [
             {"name": le.name, "owner": le.owner, "token": le.token,

@@ -47,8 +47,8 @@ def test_a_shard_walks_every_sequence_number_but_loads_only_its_own_events(tmp_p
     from datetime import timedelta
 
     from enforcement.service import EnforcementService
-    from models.eventstore import ingest
     from models.events import EventEnvelope, PlateRead, TransactionStarted, VehicleArrived
+    from models.eventstore import ingest
     from models.settings import EnforcementSettings
 
     upgrade(db_url)
