@@ -15,7 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import limits
 from api.deps import LoginRequired
@@ -125,24 +127,44 @@ def create_app(
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.middleware("http")
-    async def _metrics(request: Request, call_next):  # type: ignore[no-untyped-def]
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        ctx.metrics.http_requests.labels(request.method, path, str(response.status_code)).inc()
-        ctx.metrics.http_latency.labels(request.method, path).observe(time.perf_counter() - start)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if not request.url.path.startswith("/static/"):
-            # Pages and answers carry plates and names: no shared or browser cache keeps them (evidence
-            # images set their own private caching).
-            response.headers.setdefault("Cache-Control", "no-store")
-        if response.headers.get("content-type", "").startswith("text/html"):
-            response.headers.setdefault("Content-Security-Policy", CSP)
-        return response
-
+    app.add_middleware(ResponseHeaders, ctx=ctx)
     document_errors(app)
     return app
+
+
+class ResponseHeaders:
+    """Security and caching headers on every answer, and the request metrics: a plain ASGI middleware
+    (Starlette's `@app.middleware("http")` runs each request in an extra task with memory streams, a
+    cost every intake request paid)."""
+
+    def __init__(self, app: ASGIApp, ctx: Any) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        static = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("Referrer-Policy", "same-origin")
+                if not static:
+                    # Pages and answers carry plates and names: no shared or browser cache keeps them
+                    # (evidence images set their own private caching).
+                    headers.setdefault("Cache-Control", "no-store")
+                if headers.get("content-type", "").startswith("text/html"):
+                    headers.setdefault("Content-Security-Policy", CSP)
+                # The router has put the matched route into the (shared) scope by now.
+                path = getattr(scope.get("route"), "path", "unmatched")
+                metrics = self.ctx.metrics
+                metrics.http_requests.labels(scope["method"], path, str(message["status"])).inc()
+                metrics.http_latency.labels(scope["method"], path).observe(time.perf_counter() - start)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -264,3 +264,19 @@ def test_forwarded_for_is_believed_only_from_configured_proxies(tmp_path):
     assert proxy_options(plain) == {"proxy_headers": False, "forwarded_allow_ips": ""}
     behind = make_settings(tmp_path, f"sqlite:///{tmp_path / 'a.db'}", security={"trusted_proxies": ["10.0.0.2"]})
     assert proxy_options(behind) == {"proxy_headers": True, "forwarded_allow_ips": "10.0.0.2"}
+
+
+def test_every_answer_carries_the_security_headers_and_is_counted_by_route(app_env):
+    """The headers and request metrics come from one plain ASGI middleware: JSON, HTML, static files
+    (cacheable) and errors all get them, and /metrics counts each request under its route template."""
+    _, client = app_env
+    for path, cached in (("/healthz", False), ("/login", False), ("/static/app.css", True),
+                         ("/api/v1/me", False)):
+        r = client.get(path)
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY", path
+        assert r.headers["referrer-policy"] == "same-origin", path
+        assert ("cache-control" in r.headers and "no-store" in r.headers["cache-control"]) is not cached, path
+        assert ("content-security-policy" in r.headers) is r.headers["content-type"].startswith("text/html"), path
+    text = client.get("/metrics").text
+    assert 'baywarden_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in text
+    assert 'route="/api/v1/me",status="401"' in text
