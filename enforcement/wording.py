@@ -210,12 +210,33 @@ def timeline_line(what: str, detail: str = "", lang: str = "en") -> str:
     events, ocpp_words = (EVENT_WORDS_DE, OCPP_WORDS_DE) if lang == "de" else (EVENT_WORDS, OCPP_WORDS)
     label = events.get(what) or EVENT_WORDS.get(what, what.replace("_", " "))
     words = detail.strip()
+    if lang == "de":
+        words = _detail_de(what, words)
+        return f"{label} ({words})" if words and words.lower() != label.lower() else label
     for ocpp, plain in sorted(ocpp_words.items(), key=lambda kv: -len(kv[0])):
         words = _replace_word(words, ocpp, plain)
     if not words or words.lower() in (what.replace("_", " ").lower(), label.lower(),
                                       EVENT_WORDS.get(what, "").lower()):
         return label
     return f"{label} ({words})"
+
+
+def _detail_de(what: str, detail: str) -> str:
+    """The part of an entry's detail a German-speaking driver can use, in German. The engine writes its
+    details in English for operators (ids, scores, rule names); a German page keeps only what it can say
+    in German (the plate, the minutes billed, the charger's reason) and drops the rest, never English."""
+    if what == "arrived":
+        m = re.match(r"plate (\S+)", detail)
+        if m is None:
+            return ""
+        return "Kennzeichen nicht lesbar" if m.group(1) == "unreadable" else f"Kennzeichen {m.group(1)}"
+    billed = re.search(r"(\d+) idle min billed", detail)
+    if billed is not None:
+        n = int(billed.group(1))
+        return f"{n} {'Minute' if n == 1 else 'Minuten'} berechnet"
+    # A charger's status or stop reason ("SuspendedEV", "transaction ended: EVDisconnected"): its OCPP word.
+    word = detail.rsplit(":", 1)[-1].strip() if detail.startswith("transaction ended:") else detail
+    return OCPP_WORDS_DE.get(word, "")
 
 
 def _replace_word(text: str, word: str, plain: str) -> str:

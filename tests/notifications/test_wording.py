@@ -57,3 +57,17 @@ def test_german_words_and_times() -> None:
     assert timeline_line("idle", "SuspendedEV", "de") == "Laden beendet (das Fahrzeug nimmt keinen Strom mehr auf)"
     assert timeline_line("departed", "departed", "de") == "Fahrzeug weggefahren"
     assert timeline_line("something_new", "", "de") == "something new"  # unknown keys still read
+    # The engine's English details (for operators) never reach a German page: what a driver can use is
+    # said in German, the rest is left out.
+    assert timeline_line("arrived", "plate EV123AB (0.95) from arrival", "de") == \
+        "Fahrzeug angekommen (Kennzeichen EV123AB)"
+    assert timeline_line("arrived", "plate unreadable (0.00) from camera", "de") == \
+        "Fahrzeug angekommen (Kennzeichen nicht lesbar)"
+    assert timeline_line("idle_end", "unplugged; 10 idle min billed so far", "de") == \
+        "Standgebühr beendet (10 Minuten berechnet)"
+    assert timeline_line("idle_end", "unplugged; 1 idle min billed so far", "de").endswith("(1 Minute berechnet)")
+    assert timeline_line("unplugged", "transaction ended: EVDisconnected", "de") == "Kabel abgezogen"
+    assert timeline_line("transaction_ended", "EVDisconnected", "de") == "Ladevorgang beendet (Kabel abgezogen)"
+    assert timeline_line("linked", "transaction CP1/T42 started 09:10:00", "de") == "Ladevorgang begonnen"
+    assert timeline_line("violation", "idle", "de") == "Gebühr begonnen"
+    assert timeline_line("departed", "departure", "de") == "Fahrzeug weggefahren"
