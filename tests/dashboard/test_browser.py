@@ -131,7 +131,8 @@ def test_csv_import_shows_bad_row(page: Any) -> None:
 
 @pytest.mark.parametrize("path,heading", [("/dash/reads", "Reads log"), ("/dash/visits", "Visits"),
                                           ("/dash/chargers", "Chargers"), ("/dash/outbox", "Outbox"),
-                                          ("/dash/audit", "Audit log")])
+                                          ("/dash/audit", "Audit log"), ("/dash/sources", "Outside sources"),
+                                          ("/dash/penalties", "Penalties")])
 def test_other_pages_render(page: Any, path: str, heading: str) -> None:
     from playwright.sync_api import expect
 
