@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
@@ -59,6 +59,21 @@ class SourceOut(BaseModel):
     rejected: int
     last_at: datetime | None
     last_error: str | None
+    intake: str = Field("", description="Where the source sends its reads (the URL, FTP login or MQTT topic).")
+
+
+def intake_of(settings: Any, s: SourceSettings) -> str:
+    """What to configure on the camera or system: where its reads go."""
+    base = settings.notifications.public_url.rstrip("/")
+    if s.kind in ("webhook", "platerecognizer", "hikvision"):
+        path = {"webhook": "reads"}.get(s.kind, s.kind)
+        return f"POST {base}/api/v1/sources/{s.name}/{path}"
+    if s.kind == "ftp":
+        ftp = settings.ftp
+        return f"FTP user {s.name} at {ftp.host}:{ftp.port}" if ftp is not None else "FTP intake off (no ftp: settings)"
+    if s.kind == "frigate":
+        return f"MQTT {s.topic}/events and {s.topic}/tracked_object_update"
+    return f"Baywarden subscribes to {s.device_url}"
 
 
 def _refuse(ctx: Any, name: str, status: int, reason: str) -> HTTPException:
@@ -247,5 +262,6 @@ def list_sources(ctx: Ctx, db: DbSession, _: Viewer) -> list[SourceOut]:
     for s in effective_sources(ctx, db):
         c = counters.get(s.name) or SourceCounter(source=s.name)
         out.append(SourceOut(name=s.name, kind=s.kind, enabled=s.enabled, cameras={m.id: m.bay_id for m in s.cameras},
-                             accepted=c.accepted, rejected=c.rejected, last_at=c.last_at, last_error=c.last_error))
+                             accepted=c.accepted, rejected=c.rejected, last_at=c.last_at, last_error=c.last_error,
+                             intake=intake_of(ctx.settings, s)))
     return out
