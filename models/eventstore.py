@@ -61,16 +61,18 @@ _VEHICLE = (VehicleArrived, VehicleStillPresent, VehicleDeparted)
 _IN_CHUNK = 500
 
 
-def ingest_batch(db: Session, items: list[tuple[EventEnvelope, str]], *, now: datetime) -> list[bool]:
+def ingest_batch(db: Session, items: list[tuple[EventEnvelope, str]], *, now: datetime,
+                 checked: bool = False) -> list[bool]:
     """`ingest` for many events (envelope, source) in one go: one query for the ids already stored, one for
     the presences they touch, and the inbox rows, reads log rows and presences written as multi-row
     statements (SQLAlchemy Core; events of other kinds update their read models through the ORM as in
     `ingest`). Whether each was new.
 
     Unlike `ingest` there is no savepoint per event: an id stored concurrently by another transaction
-    fails the statement with IntegrityError, and the caller falls back to `ingest` one by one."""
+    fails the statement with IntegrityError, and the caller falls back to `ingest` one by one. `checked`:
+    the caller has already looked the ids up in this transaction (one query fewer)."""
     events_t, reads_t, presences_t = (m.__table__ for m in (StoredEvent, PlateReadRow, Presence))  # type: ignore[attr-defined]
-    ids = sorted({env.event_id for env, _ in items})
+    ids = [] if checked else sorted({env.event_id for env, _ in items})
     stored: set[str] = set()
     for i in range(0, len(ids), _IN_CHUNK):
         q = sa_select(events_t.c.event_id).where(events_t.c.event_id.in_(ids[i : i + _IN_CHUNK]))

@@ -191,7 +191,7 @@ def store_batch(db: Session, jobs: list[tuple[SourceSettings, list[Prepared], da
     last_now = None
     for source, items, now in jobs:
         if last_now is not None and now != last_now and pending:
-            ingest_batch(db, pending, now=last_now)  # received_at is each request's own time
+            ingest_batch(db, pending, now=last_now, checked=True)  # received_at is each request's own time
             pending = []
         last_now = now
         stored: list[EventEnvelope] = []
@@ -209,7 +209,7 @@ def store_batch(db: Session, jobs: list[tuple[SourceSettings, list[Prepared], da
             changed.add(item.bay)
         out.append(stored)
     if pending and last_now is not None:
-        ingest_batch(db, pending, now=last_now)
+        ingest_batch(db, pending, now=last_now, checked=True)
     gone = sorted(b for b in changed if held[b] is None and b in had)
     if gone:
         db.execute(table.delete().where(table.c.bay_id.in_(gone)))
