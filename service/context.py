@@ -116,6 +116,9 @@ class AppContext:
     enforcement: Any = None
     _intake_decoder: Any = None
     _intake: Any = None
+    # The outside sources in use, as read by the intakes (service.runtime_settings.effective_sources):
+    # (monotonic time read, list); dropped by every edit of this instance.
+    sources_cache: tuple[float, list[Any]] | None = None
     # Enqueues notifications inside the caller's transaction (service.notify.Notifier).
     notify: Any = None
     # Hooks other packages register to be told about new domain events (e.g. the SSE hub).

@@ -23,10 +23,12 @@ import json
 import logging
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
+from sqlalchemy import event as sa_event
 from sqlmodel import Session
 
 from models import audit
@@ -215,13 +217,37 @@ def _parse_sources(row: RuntimeSetting) -> list[SourceSettings]:
     return list(out)
 
 
+# How long the intakes may use the sources they read: an edit reaches every other instance of a fleet
+# within this; this instance drops its copy with the edit's commit.
+SOURCES_TTL_S = 1.0
+
+
 def effective_sources(ctx: AppContext, db: Session | None = None) -> list[SourceSettings]:
-    """The outside sources in use now: the stored list when one is stored, else the config file's. Read
-    per request (every instance reads the same row), so an edit applies at once across a fleet."""
+    """The outside sources in use now: the stored list when one is stored, else the config file's.
+
+    With the caller's transaction (pages, the settings API) the row is read there. Without one (every
+    intake request and message) the list read within the last `SOURCES_TTL_S` is used: hundreds of
+    requests a second must not each check out a connection, on the event loop, to read one row."""
+    if db is None:
+        cached = ctx.sources_cache
+        if cached is not None and time.monotonic() - cached[0] < SOURCES_TTL_S:
+            return list(cached[1])
+    read_at = time.monotonic()
     row = stored_row(ctx, SOURCES, db)
-    if row is None:
-        return list(ctx.settings.sources)
-    return _parse_sources(row)
+    sources = list(ctx.settings.sources) if row is None else _parse_sources(row)
+    if db is None:
+        ctx.sources_cache = (read_at, sources)
+    return list(sources)
+
+
+def _forget_sources(ctx: AppContext, db: Session) -> None:
+    """This instance's intakes read the sources again once the edit commits (and already now)."""
+    ctx.sources_cache = None
+
+    def drop(_session: Session) -> None:
+        ctx.sources_cache = None
+
+    sa_event.listen(db, "after_commit", drop, once=True)
 
 
 def sources_at_start(ctx: AppContext) -> list[SourceSettings]:
@@ -290,6 +316,8 @@ def _store(ctx: AppContext, db: Session, key: str, value: dict[str, Any] | None,
            action: str, entity_id: str, before: dict[str, Any], after: dict[str, Any]) -> None:
     """Upsert (or with value None delete) one section and audit it, in one commit."""
     now = ctx.clock()
+    if key == SOURCES:
+        _forget_sources(ctx, db)
     row = db.get(RuntimeSetting, key)
     if value is None:
         if row is not None:

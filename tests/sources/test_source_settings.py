@@ -318,3 +318,31 @@ def test_frigate_topics_follow_the_sources_in_use(tmp_path, sqlite_url):
     part.refresh_sources()
     assert part.client.calls == [("unsub", ("garage/events", "garage/tracked_object_update"))] and part.frigate == []
     ctx.engine.dispose()
+
+
+def test_an_edit_by_another_instance_reaches_this_ones_intake_within_a_second(env, monkeypatch):
+    """The intakes use the sources they read within the last SOURCES_TTL_S (not a database read per
+    request); another instance's edit (the row written straight into the shared database here) is taken
+    up once that has passed, and this instance's own edits apply at once."""
+    import time as real_time
+
+    from models.tables import RuntimeSetting
+    from service import runtime_settings as rs
+
+    settings, client, clock = env
+    headers = as_admin(client)
+    assert client.post("/api/v1/settings/sources", json=GATE, headers=headers).status_code in (200, 201)
+    assert read(client, clock, "gate", "r1").status_code == 200  # own edit: at once
+    ticks = [real_time.monotonic()]
+    monkeypatch.setattr(rs.time, "monotonic", lambda: ticks[0])
+    assert read(client, clock, "gate", "r2").status_code == 200  # caches the list with gate
+    engine = make_engine(settings.db_url)
+    with Session(engine) as db:  # another instance deletes every stored source
+        row = db.get(RuntimeSetting, rs.SOURCES)
+        row.value = {"sources": []}
+        db.add(row)
+        db.commit()
+    engine.dispose()
+    assert read(client, clock, "gate", "r3").status_code == 200  # still within the second
+    ticks[0] += rs.SOURCES_TTL_S + 0.01
+    assert read(client, clock, "gate", "r4").status_code == 404  # the other instance's edit applies
