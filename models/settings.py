@@ -219,8 +219,9 @@ class BaySettings(Strict):
     )
     kind: Literal["bay", "access"] = Field("bay", description="access: a gate that admits whitelisted cars.")
     charge_point_id: str | None = Field(None, max_length=64, description="Charger of this bay's outlet.")
-    evse_id: int | None = Field(None, ge=0, description="EVSE id (OCPP 2.0.1).")
-    connector_id: int | None = Field(None, ge=0, description="Connector id (OCPP 1.6, or within the EVSE).")
+    evse_id: int | None = Field(None, ge=0, le=2**31 - 1, description="EVSE id (OCPP 2.0.1).")
+    connector_id: int | None = Field(None, ge=0, le=2**31 - 1,
+                                     description="Connector id (OCPP 1.6, or within the EVSE).")
     rules: dict[str, Any] = Field(default_factory=dict, description="Overrides of the site rules for this bay.")
     output: AccessOutput | None = Field(None, description="For kind access: what to trigger when admitting.")
 

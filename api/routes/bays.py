@@ -42,8 +42,8 @@ class BayUpdate(BaseModel):
     model_config = {"extra": "forbid"}
     kind: Literal["bay", "access"] | None = None
     charge_point_id: str | None = Field(None, max_length=64)
-    evse_id: int | None = Field(None, ge=0)
-    connector_id: int | None = Field(None, ge=0)
+    evse_id: int | None = Field(None, ge=0, le=2**31 - 1)
+    connector_id: int | None = Field(None, ge=0, le=2**31 - 1)
     rules: dict[str, Any] | None = None
     output: AccessOutput | None = None
 

@@ -183,8 +183,9 @@ def penalties(
     bay_id: str | None = None,
     kind: Annotated[str | None, Query(description="idle, overstay, no_charging or return_ban")] = None,
     since: Annotated[datetime | None, Query(description="Violation started at or after (ISO 8601; no zone: "
-                                                        "UTC)")] = None,
-    until: Annotated[datetime | None, Query(description="Violation started before (ISO 8601; no zone: UTC)")] = None,
+                                                        "UTC)"), SaneTime] = None,
+    until: Annotated[datetime | None, Query(description="Violation started before (ISO 8601; no zone: UTC)"),
+                     SaneTime] = None,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX, description=CURSOR_HELP)] = None,
     limit: int = Query(100, ge=1, le=500),
 ) -> list[Penalty]:
@@ -629,8 +630,9 @@ def access_log(
     accepted: Annotated[bool | None, Query(description="Only granted (true) or refused (false) entries")] = None,
     bay_id: str | None = None,
     plate: Annotated[str | None, Query(description="Plate; case, spaces and dashes are ignored")] = None,
-    since: Annotated[datetime | None, Query(description="Decided at or after (ISO 8601; no zone: UTC)")] = None,
-    until: Annotated[datetime | None, Query(description="Decided before (ISO 8601; no zone: UTC)")] = None,
+    since: Annotated[datetime | None, Query(description="Decided at or after (ISO 8601; no zone: UTC)"),
+                     SaneTime] = None,
+    until: Annotated[datetime | None, Query(description="Decided before (ISO 8601; no zone: UTC)"), SaneTime] = None,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX, description=CURSOR_HELP)] = None,
     limit: int = Query(100, ge=1, le=500),
 ) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api import reads
 from api.deps import DbSession, Viewer
+from api.pagination import SaneTime
 from models.tables import PlateReadRow
 
 router = APIRouter(prefix="/api/v1/reads", tags=["reads"])
@@ -85,8 +86,9 @@ def list_reads(
             ge=0, le=reads.MAX_FUZZY, description="Also plates this many characters off (edit distance); needs `plate`"
         ),
     ] = 0,
-    since: Annotated[datetime | None, Query(description="Reads at or after (ISO 8601; no zone means UTC)")] = None,
-    until: Annotated[datetime | None, Query(description="Reads before (ISO 8601; no zone means UTC)")] = None,
+    since: Annotated[datetime | None, Query(description="Reads at or after (ISO 8601; no zone means UTC)"),
+                     SaneTime] = None,
+    until: Annotated[datetime | None, Query(description="Reads before (ISO 8601; no zone means UTC)"), SaneTime] = None,
     min_conf: Annotated[float | None, Query(ge=0, le=1, description="Lowest confidence")] = None,
     accepted: Annotated[bool | None, Query(description="true: accepted reads only; false: rejected only")] = None,
     cursor: Annotated[str | None, Query(max_length=40, description="`next` of the previous page")] = None,

@@ -190,7 +190,10 @@ def test_ids_and_offsets_past_64_bits_are_422_not_500(walk, url):
 
 
 @pytest.mark.parametrize(
-    "url", ["/api/v1/visits?since={t}", "/api/v1/transactions?until={t}", "/api/v1/audit?since={t}"]
+    "url", ["/api/v1/visits?since={t}", "/api/v1/transactions?until={t}", "/api/v1/audit?since={t}",
+            # Found by the long attack run (bench/attack.py --examples 100): these had no such check.
+            "/api/v1/access-log?since={t}", "/api/v1/access-log?until={t}", "/api/v1/penalties?since={t}",
+            "/api/v1/penalties?until={t}", "/api/v1/reads?since={t}", "/api/v1/reads?until={t}"]
 )
 def test_filter_times_the_database_cannot_hold_are_422(walk, url):
     """Found by the attack suite: a 'since' in year 9999 overflowed on time-zone conversion (500)."""
@@ -199,3 +202,23 @@ def test_filter_times_the_database_cannot_hold_are_422(walk, url):
     for t in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00"):
         r = _call(client, "GET", url.format(t=t), cookie=cookie, csrf=csrf)
         assert r.status_code == 422, (url, t, r.status_code)
+
+
+def test_charger_ids_past_32_bits_are_422_not_a_database_overflow(walk):
+    """Found by the long attack run: PATCH /api/v1/bays/{id} with a connector id past 2^63 reached the
+    database (OverflowError, 500). OCPP ids are 32-bit integers."""
+    client, sessions, _ = walk
+    cookie, csrf = sessions[Role.admin]
+
+    def send(method: str, path: str, body: dict):
+        client.cookies.clear()
+        client.cookies.set("bw_session", cookie)
+        return client.request(method, path, json=body, headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
+
+    r = send("POST", "/api/v1/bays", {"bay_id": "OVF1"})
+    assert r.status_code in (200, 201), r.text
+    for field in ("connector_id", "evse_id"):
+        for n in (2**31, 2**63, 2**64 + 1):
+            r = send("PATCH", "/api/v1/bays/OVF1", {field: n})
+            assert r.status_code == 422, (field, n, r.status_code)
+    assert send("PATCH", "/api/v1/bays/OVF1", {"connector_id": 2**31 - 1}).status_code == 200

@@ -63,8 +63,21 @@ def run_attack(examples: int = 5, workdir: Path | None = None) -> dict[tuple[str
                 try:
                     _attack(op, examples, headers, found[(who, *key)])
                 except Exception as exc:  # an exception escaping the app is a crash too
-                    found[(who, *key)].append(f"raised {type(exc).__name__}: {str(exc)[:200]}")
+                    found[(who, *key)].append(_describe(exc))
     return {k: v for k, v in found.items() if v}
+
+
+def _describe(exc: BaseException) -> str:
+    """What escaped, unwrapped from hypothesis' groups (a flaky failure names the real exception and
+    where the app raised it)."""
+    import traceback
+
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    frames = traceback.extract_tb(exc.__traceback__)
+    app = [f for f in frames if "/site-packages/" not in f.filename and "/tests/" not in f.filename]
+    where = f" at {app[-1].filename.rsplit('/', 2)[-2:]}:{app[-1].lineno}" if app else ""
+    return f"raised {type(exc).__name__}: {str(exc)[:300]}{where}"
 
 
 def body_problem(case, response) -> str | None:
