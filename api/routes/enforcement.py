@@ -477,7 +477,16 @@ async def import_csv(name: ListName, request: Request, ctx: Ctx, db: DbSession, 
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise HTTPException(422, "the CSV must be UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text))
+    # newline="": the csv module splits lines itself (a lone CR inside a field is then data, not an error).
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _import_rows(name, reader, request, ctx, db, op, dry_run)
+    except csv.Error as exc:  # e.g. a quote never closed, a NUL byte
+        raise HTTPException(422, f"not a readable CSV file (line {reader.line_num}): {exc}") from None
+
+
+def _import_rows(name: str, reader: csv.DictReader, request: Request, ctx: Ctx, db: DbSession, op: Any,
+                 dry_run: bool) -> ImportResult:
     if not reader.fieldnames or "plate" not in [f.strip().lower() for f in reader.fieldnames]:
         raise HTTPException(422, f"the first line must be a header naming at least 'plate' (columns: {CSV_FIELDS})")
     unknown = [f for f in reader.fieldnames if f.strip().lower() not in CSV_FIELDS]

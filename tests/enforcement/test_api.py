@@ -129,3 +129,16 @@ def test_csv_export_cannot_inject_formulas(env):
     assert r.status_code == 200, r.text
     owners = sorted(e["owner"] for e in client.get("/api/v1/lists/whitelist").json())
     assert owners == sorted(p.strip() for p in payloads) or owners == sorted(payloads)
+
+
+def test_a_csv_the_csv_module_cannot_read_is_422_not_500(env):
+    """Found by the long attack run: a carriage return inside an unquoted field raised csv.Error (500).
+    Such a CR is now read as a line end; a field past the csv module's size limit is a clear 422."""
+    client = env
+    h = {"X-CSRF-Token": login(client, "olga")}
+    cr = {"file": ("cr.csv", "plate,owner\nAB123CD,Fleet\rA\n", "text/csv")}
+    r = client.post("/api/v1/lists/whitelist/import", files=cr, headers=h)
+    assert r.status_code == 200, r.text
+    huge = {"file": ("huge.csv", "plate,owner\nAB123CD," + "x" * 200_000 + "\n", "text/csv")}
+    r = client.post("/api/v1/lists/whitelist/import", files=huge, headers=h)
+    assert r.status_code == 422 and "not a readable CSV file" in r.json()["detail"], r.text
