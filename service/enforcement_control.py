@@ -274,11 +274,13 @@ class EnforcementComponent:
 
     @staticmethod
     def _read_inbox(db: Session, service: EnforcementService, start: int, batch: int, bays: frozenset[str],
-                    unknown_bays: bool, now: datetime) -> tuple[list[Any], dict[int, tuple[str, Any]]]:
-        """The next `batch` inbox rows after `start` as (seq, received_at, kind) and the payloads of
-        those this shard applies. Every shard walks every sequence number (to see gaps), but only its
-        own events' payloads leave the database: the routing ids come out of the JSON on the server,
-        so N shards do not each ship and decode every event."""
+                    unknown_bays: bool, now: datetime) -> tuple[list[Any], dict[int, tuple[str, Any]], bool]:
+        """The next inbox rows after `start` that may be applied now (seq, received_at, kind; up to
+        `batch`, stopping before a sequence gap younger than GAP_GRACE: a lower number may still be
+        committing), the payloads of those this shard applies, and whether more rows may follow at once.
+        Every shard walks every sequence number (to see gaps), but only its own events' payloads leave
+        the database: the routing ids come out of the JSON on the server, so N shards do not each ship
+        and decode every event."""
         t = StoredEvent.__table__  # type: ignore[attr-defined]
         rows = list(db.execute(
             sa_select(t.c.seq, t.c.received_at, t.c.kind,
@@ -286,10 +288,12 @@ class EnforcementComponent:
                       t.c.payload["charge_point_id"].as_string().label("charge_point_id"))
             .where(t.c.seq > start).order_by(t.c.seq).limit(batch)))
         wanted: list[int] = []
+        ready: list[Any] = []
         last = start
         for row in rows:
             if row.seq != last + 1 and row.received_at > now - GAP_GRACE:
-                break  # the caller stops here too
+                break
+            ready.append(row)
             last = row.seq
             ids = {"bay_id": row.bay_id, "charge_point_id": row.charge_point_id}
             if service.may_concern(row.kind, ids, bays, unknown_bays=unknown_bays):
@@ -300,7 +304,7 @@ class EnforcementComponent:
             for seq, event_id, payload in db.execute(
                     sa_select(t.c.seq, t.c.event_id, t.c.payload).where(t.c.seq.in_(chunk))):
                 payloads[seq] = (event_id, payload)
-        return rows, payloads
+        return ready, payloads, len(ready) == batch
 
     def _drain_shard(self, shard: int, token: int, batch: int = READ_BATCH, apply_batch: int = APPLY_BATCH) -> bool:
         """Apply this shard's next stored events in sequence order, `apply_batch` of its own events per
@@ -311,7 +315,7 @@ class EnforcementComponent:
         now = self.ctx.clock()
         with Session(self.ctx.engine) as db:
             start = self._start_seq(db, shard)
-            rows, payloads = self._read_inbox(db, service, start, batch, bays, shard == 0, now)
+            rows, payloads, more = self._read_inbox(db, service, start, batch, bays, shard == 0, now)
         last, stored = start, start
         pending: list[tuple[int, Any]] = []  # (seq, event) to apply in one transaction
 
@@ -341,9 +345,7 @@ class EnforcementComponent:
                 flush()
 
         try:
-            for row in rows:
-                if row.seq != last + 1 and row.received_at > now - GAP_GRACE:
-                    break  # a lower sequence number may still be committing
+            for row in rows:  # up to the first young gap (_read_inbox stops there)
                 seq = row.seq or last
                 own = payloads.get(seq)
                 if own is None:
@@ -372,7 +374,7 @@ class EnforcementComponent:
                     db.commit()
         self.lag_by_shard[shard] = len(rows) - (last - start)
         self.lag = sum(self.lag_by_shard.values())
-        return len(rows) == batch
+        return more
 
     def _sweep_shard(self, shard: int, token: int) -> int:
         assert self.service is not None

@@ -69,11 +69,44 @@ def test_a_shard_walks_every_sequence_number_but_loads_only_its_own_events(tmp_p
         db.commit()
     later = t0 + timedelta(minutes=1)
     with Session(svc.engine) as db:
-        rows, own = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"B1"}), False, later)
+        rows, own, more = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"B1"}), False, later)
+        assert more is False  # 5 rows, fewer than asked for
         assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
         assert sorted(own) == [2, 3]  # B1's arrival and its charger's transaction; not A1, the read or Z9
         assert own[2][0] == "event-0001" and own[3][1]["charge_point_id"] == "CPB"
-        _, first = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, later)
+        _, first, _ = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, later)
         assert sorted(first) == [1, 5]  # the shard that reports unknown bays gets Z9's event
-        _, tail = EnforcementComponent._read_inbox(db, svc, 2, 100, frozenset({"B1"}), False, later)
+        _, tail, _ = EnforcementComponent._read_inbox(db, svc, 2, 100, frozenset({"B1"}), False, later)
         assert sorted(tail) == [3]
+
+
+def test_a_shard_stops_before_a_young_sequence_gap_and_passes_an_old_one(tmp_path, db_url):
+    """A missing sequence number may be a transaction still committing: the read stops before it until
+    GAP_GRACE has passed, then walks past it (a rolled-back number never comes)."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from enforcement.service import EnforcementService
+    from models.events import EventEnvelope, VehicleArrived
+    from models.eventstore import ingest
+    from models.settings import EnforcementSettings
+    from models.tables import StoredEvent
+    from service.enforcement_control import GAP_GRACE
+
+    upgrade(db_url)
+    t0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    svc = EnforcementService(make_engine(db_url), EnforcementSettings(bays=[{"bay_id": "A1"}]), {"cam": ["A1"]},
+                             lambda: t0)
+    with Session(svc.engine) as db:
+        for k in range(3):
+            ev = VehicleArrived(at=t0, presence_id=f"p{k}", camera="cam", bay_id="A1", plate="AB123CD", confidence=0.9)
+            ingest(db, EventEnvelope(event_id=f"event-{k:04d}", event=ev), source="test", now=t0)
+        db.commit()
+        db.execute(delete(StoredEvent).where(StoredEvent.seq == 2))
+        db.commit()
+        rows, own, _ = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, t0)
+        assert [r.seq for r in rows] == [1] and sorted(own) == [1]
+        later = t0 + GAP_GRACE + timedelta(seconds=1)
+        rows, own, _ = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, later)
+        assert [r.seq for r in rows] == [1, 3] and sorted(own) == [1, 3]
