@@ -18,7 +18,8 @@ OutletNumber = Annotated[int | None, Field(ge=0, le=2**31 - 1)]
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN and Infinity (which Python's JSON parser lets through) cannot be stored in PostgreSQL's JSON.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     at: AwareDatetime = Field(description="When it happened (UTC, source clock).")
 
 

@@ -32,7 +32,6 @@ A charger timestamp in the future beyond ``max_skew`` is not trusted.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import time
@@ -43,6 +42,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from models import strictjson
 from models.events import (
     ChargingIdle,
     ChargingSuspended,
@@ -262,7 +262,7 @@ class OcppDecoder:
         if received_at.tzinfo is None:
             received_at = received_at.replace(tzinfo=UTC)
         try:
-            msg = json.loads(raw_text)
+            msg = strictjson.loads(raw_text)  # NaN, Infinity, deep nesting: malformed, never raised
         except (ValueError, TypeError):
             return self._bad("malformed", charge_point_id, "not JSON", raw_text)
         if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from models import strictjson
 from models.events import (
     ChargingIdle,
     ChargingSuspended,
@@ -74,9 +75,9 @@ def _errors(exc: ValidationError) -> str:
 def parse_body(raw: bytes) -> tuple[str, dict[str, Any]]:
     """Return ("citrine"|"own", body) or raise IntakeError."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise IntakeError("body is not JSON (or nested too deeply)") from None
+        body = strictjson.loads(raw)
+    except ValueError as exc:
+        raise IntakeError(f"body is not JSON we can store ({str(exc)[:80]})") from None
     if not isinstance(body, dict):
         raise IntakeError("body must be a JSON object")
     if "message" in body and "origin" in body:
@@ -167,7 +168,11 @@ def ocpi_session(
     if not merged.get("last_updated"):
         raise IntakeError("last_updated: required")
     s = OcpiSession.model_validate(merged)
-    assert s.evse_uid and s.last_updated and s.start_date_time and s.status
+    # A PATCH may null a field the PUT gave; a session without these cannot be mapped.
+    for field in ("start_date_time", "evse_uid", "status", "last_updated"):
+        if getattr(s, field) is None:
+            raise IntakeError(f"{field}: must not be null")
+    assert s.evse_uid and s.last_updated and s.start_date_time and s.status  # for the type checker
     cid = s.connector_id or ""
     connector = int(cid) if cid.isascii() and cid.isdigit() and len(cid) <= 9 else None
     common = {"charge_point_id": s.evse_uid, "transaction_id": session_id, "connector_id": connector}

@@ -4,7 +4,6 @@ an operator can act on; none trusts the sender (sizes, types, XML entities)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from typing import Any
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
+from models import strictjson
 from sources.reads import OutsideRead, SourceError
 
 MAX_READS = 100  # per request
@@ -62,9 +62,9 @@ def _digest(*parts: object) -> str:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise SourceError("body is not JSON") from None
+        return strictjson.loads(body)
+    except ValueError as exc:  # UnicodeDecodeError is one
+        raise SourceError(f"body is not JSON we can store ({str(exc)[:80]})") from None
 
 
 # --- our own signed JSON ------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from api.pagination import (
     set_next_headers,
 )
 from api.security import REPLAYED, check_signed
+from models import strictjson
 from models.events import EventEnvelope
 from models.eventstore import ingest
 from models.settings import CsmsIntakeSettings
@@ -181,14 +182,14 @@ async def _ocpi_session(request: Request, ctx: Any, db: Session, cc: str, party:
     now = ctx.clock()
     body = await _read_body(request)
     intake = authenticate_csms(request, body, runtime_settings.effective_intakes(ctx, db), db, now)
-    if len(cc) != 2 or len(party) != 3 or not session_id or len(session_id) > 36:
+    # OCPI ids are CiString: printable ASCII (a NUL byte cannot even be looked up in PostgreSQL).
+    if len(cc) != 2 or len(party) != 3 or not session_id or len(session_id) > 36 or not all(
+            part.isascii() and part.isprintable() for part in (cc, party, session_id)):
         return _ocpi(status=2001, message="bad country_code, party_id or session_id", http=400, now=now)
     key = f"{intake.name}:{cc.upper()}:{party.upper()}:{session_id}"
     row = db.get(OcpiSessionRow, key)
     try:
-        import json
-
-        event_id, events, merged = ocpi_session(json.loads(body or b"null"), session_id, partial=partial,
+        event_id, events, merged = ocpi_session(strictjson.loads(body or b"null"), session_id, partial=partial,
                                                 known=row.data if row else None)
     except (IntakeError, ValueError) as exc:
         db.rollback()

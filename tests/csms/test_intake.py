@@ -255,3 +255,32 @@ def test_stored_decoder_state_round_trips_and_garbage_is_a_fresh_start():
     assert e.export_state("CP1") == state and "a" in state["pending"]
     e.import_state("CP1", {"pending": {"x": [1]}, "txs": "nonsense"})
     assert e.export_state("CP1")["pending"] == {}
+
+
+@pytest.mark.parametrize("number", ["Infinity", "NaN", "1e999", "-Infinity"])
+def test_non_finite_numbers_are_refused_not_stored(env, number):
+    """Python's JSON parser lets NaN and Infinity through and PostgreSQL's JSON refuses them: an OCPI kwh of
+    Infinity was a 500 on PostgreSQL (found by the OCPI fuzz). They are refused at the door instead."""
+    settings, client, clock = env
+    body = ('{"country_code": "NL", "party_id": "ABC", "id": "S9", "start_date_time": "2026-11-02T09:00:00Z", '
+            f'"kwh": {number}, "evse_uid": "E", "connector_id": "1", "status": "ACTIVE", '
+            '"last_updated": "2026-11-02T09:00:00Z"}')
+    r = client.put("/ocpi/2.2.1/sessions/NL/ABC/S9", content=body,
+                   headers={"Authorization": f"Token {TOKEN}", "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["status_code"] == 2001, r.text
+    raw = json.dumps(own("e-inf1", "transaction_ended")).replace('"connector_id": 1', f'"energy_wh": {number}, '
+                                                                  '"connector_id": 1').encode()
+    r = client.post("/api/v1/csms/events", content=raw, headers=signed(clock, raw))
+    assert r.status_code == 422 and "JSON" in r.json()["detail"], r.text
+    assert stored(settings) == []
+
+
+def test_events_refuse_non_finite_numbers():
+    from pydantic import ValidationError
+
+    from models.events import EventEnvelope
+
+    with pytest.raises(ValidationError):
+        EventEnvelope.model_validate({"event_id": "e" * 10, "event": {
+            "kind": "plate_read", "at": "2026-11-02T09:00:00Z", "camera": "c", "bay_id": None, "plate": "AB1",
+            "confidence": 0.5, "char_confidences": [float("inf")]}})

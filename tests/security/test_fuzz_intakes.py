@@ -44,10 +44,10 @@ def test_decoder_never_raises(msgs, garbage):
 SECRET = "s" * 32
 
 
-def test_csms_intake_never_answers_5xx(tmp_path, clock):
+def test_csms_intake_never_answers_5xx(tmp_path, db_url, clock):
     from tests.foundation.helpers import client_for, make_settings
 
-    settings_ = make_settings(tmp_path, f"sqlite:///{tmp_path / 'f.db'}",
+    settings_ = make_settings(tmp_path, db_url,
                               csms_intakes=[{"name": "citrine", "auth": "hmac", "secret": SECRET}])
     client = client_for(settings_, clock=clock)
     bodies = st.one_of(
@@ -76,3 +76,65 @@ def test_csms_intake_never_answers_5xx(tmp_path, clock):
 
         post()
     assert any(code == 422 for code in seen)
+
+
+TOKEN = "ocpi-token-0123456789"
+times = st.one_of(st.sampled_from(["2026-11-02T09:00:00Z", "2026-11-02T10:00:00+01:00", "9999-12-31T23:59:59Z",
+                                   "0001-01-01T00:00:00Z", "2026-11-02T09:00:00", "2026-13-40T99:00:00Z", ""]),
+                  scalars)
+ocpi_fields = {
+    "country_code": st.one_of(st.just("NL"), scalars), "party_id": st.one_of(st.just("ABC"), scalars),
+    "id": st.one_of(st.just("S1"), scalars), "start_date_time": times, "end_date_time": times,
+    "last_updated": times, "kwh": st.one_of(st.floats(), st.integers(min_value=-(2**70), max_value=2**70), scalars),
+    "evse_uid": st.one_of(st.sampled_from(["EVSE-1", "", "é" * 40]), scalars),
+    "connector_id": st.one_of(st.sampled_from(["1", "٣", "9" * 30, "-1"]), scalars),
+    "status": st.one_of(st.sampled_from(["ACTIVE", "COMPLETED", "INVALID", "PENDING", "active"]), scalars),
+    "currency": scalars, "cdr_token": json_values,
+}
+VALID = {"country_code": "NL", "party_id": "ABC", "id": "S1", "start_date_time": "2026-11-02T09:00:00Z", "kwh": 0,
+         "evse_uid": "EVSE-1", "connector_id": "1", "status": "ACTIVE", "last_updated": "2026-11-02T09:00:00Z"}
+# A valid Session with some fields replaced (so that most steps get past the first check), or anything at all.
+ocpi_bodies = st.one_of(st.fixed_dictionaries({}, optional=ocpi_fields).map(lambda over: {**VALID, **over}),
+                        st.fixed_dictionaries({}, optional=ocpi_fields), json_values)
+ocpi_ids = st.one_of(st.sampled_from(["S1", "S2"]), st.text(min_size=1, max_size=40).filter(lambda s: "/" not in s))
+
+
+def test_ocpi_sessions_never_answer_5xx(tmp_path, db_url, clock):
+    """PUT and PATCH of OCPI Sessions in any order, with any field values (dates in year 9999, kwh of
+    1e308 or NaN, non-ASCII digits, ids of any length): an OCPI envelope with status 1000 or 2001, never 5xx."""
+    from urllib.parse import quote
+
+    from tests.foundation.helpers import client_for, make_settings
+
+    settings_ = make_settings(tmp_path, db_url, csms_intakes=[{"name": "hub", "auth": "bearer", "secret": TOKEN}])
+    client = client_for(settings_, clock=clock)
+    seen: set[int] = set()
+
+    with client:
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(st.lists(st.tuples(st.sampled_from(["PUT", "PATCH"]), ocpi_ids, ocpi_bodies), min_size=1, max_size=4))
+        def send(steps):
+            for method, sid, body in steps:
+                clock.advance(seconds=1)
+                raw = json.dumps(body).encode()  # NaN and Infinity go out as JSON's extensions, as a sloppy peer sends
+                r = client.request(method, f"/ocpi/2.2.1/sessions/NL/ABC/{quote(sid, safe='')}", content=raw,
+                                   headers={"Authorization": f"Token {TOKEN}", "Content-Type": "application/json"})
+                assert r.status_code < 500, (method, sid, body, r.text[:300])
+                if r.status_code in (200, 400):
+                    assert r.json()["status_code"] in (1000, 2001), r.text[:300]
+                seen.add(r.status_code)
+
+        send()
+    assert {200, 400} <= seen
+
+
+def test_decoder_counts_deep_nesting_and_non_finite_numbers_as_malformed():
+    """`json.loads` raised RecursionError on deep nesting (the decoder promised never to raise) and let a
+    meterStart of Infinity through to an event PostgreSQL cannot store."""
+    dec = OcppDecoder()
+    assert dec.decode("CP1", "cs", "[" * 100_000 + "]" * 100_000, AT) == []
+    start = '[2, "m1", "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": Infinity, ' \
+            '"timestamp": "2026-11-02T09:00:00Z"}]'
+    assert dec.decode("CP1", "cs", start, AT) == []
+    assert dec.stats.malformed == 2
