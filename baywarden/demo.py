@@ -26,7 +26,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_BAY = [[200.0, 200.0], [780.0, 200.0], [780.0, 640.0], [200.0, 640.0]]  # fixtures/make_fixtures.py
-PLATE = "M5XSX"  # the plate in the clip's source photo (plates-dev eu1.jpg)
+PLATE = "B99BNX"  # the plate in the clip's source photo (fixtures/bay_car.jpg)
 
 
 _ports_given: set[int] = set()
@@ -39,12 +39,12 @@ def missing_prerequisites(workdir: Path) -> list[str]:
     missing = []
     if importlib.util.find_spec("aiosmtpd") is None:
         missing.append('the demo\'s mail server: .venv/bin/pip install -e ".[demo]"')
-    have_clip = any(Path(workdir).glob("demo_*s_v2.mp4"))
+    have_clip = any(Path(workdir).glob("demo_*s_v3.mp4"))
     if not have_clip and shutil.which("ffmpeg") is None:
         missing.append("ffmpeg, to build the camera clip: sudo apt-get install ffmpeg")
-    photo = REPO.parent / "shared" / "datasets" / "plates-dev" / "images" / "eu1.jpg"
+    photo = REPO / "fixtures" / "bay_car.jpg"  # committed: the demo needs no ../shared
     if not have_clip and not photo.is_file():
-        missing.append(f"the clip's source photo {photo} (../shared/datasets beside the repository)")
+        missing.append(f"the clip's source photo {photo} (part of the repository: restore it with git)")
     gi = subprocess.run(["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
                         capture_output=True) if Path("/usr/bin/python3").exists() else None
     if gi is None or gi.returncode != 0:
@@ -111,7 +111,7 @@ class DemoStack:
     # --- parts -------------------------------------------------------------------------------
 
     def _clip(self) -> Path:
-        clip = self.workdir / f"demo_{self.opts.parked_s}s_v2.mp4"
+        clip = self.workdir / f"demo_{self.opts.parked_s}s_v3.mp4"  # v3: the photo in fixtures/
         if not clip.is_file():
             if shutil.which("ffmpeg") is None:
                 raise RuntimeError("ffmpeg is needed to build the demo clip (apt-get install ffmpeg)")

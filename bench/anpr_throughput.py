@@ -1,6 +1,6 @@
 """How many cameras one machine can watch: per-core rates of each stage, then a camera budget.
 
-    python bench/anpr_throughput.py [--clip fixtures/bay_arrival.mp4] [--seconds 4] [--stream-fps 15]
+    python bench/anpr_throughput.py [--clip test-artifacts/fixtures/bay_arrival_v3.mp4] [--seconds 4] [--stream-fps 15]
 
 Every stage runs on one thread (OpenCV, onnxruntime), so each figure is frames (or plates) per
 second *per core*. Costs are CPU seconds (`time.process_time`), which stay meaningful on a machine
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from anpr.motion import MotionGate, MotionOptions  # noqa: E402
 
 CLIP_BAY = [(200.0, 200.0), (780.0, 200.0), (780.0, 640.0), (200.0, 640.0)]  # fixtures/make_fixtures.py
-PLATE_BOX = (380.0, 326.0, 575.0, 371.0)  # plates-dev label of eu1.jpg x 0.96: the parked plate in the clip
+PLATE_BOX = (378.0, 434.0, 594.0, 487.0)  # fixtures/make_fixtures.py PLATE_BOX: the parked plate in the clip
 
 
 def timed(fn: Callable[[], object], seconds: float, min_runs: int = 3) -> tuple[float, float, int]:
@@ -88,7 +88,8 @@ def line(name: str, cpu: float, wall: float, unit: str = "frames") -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clip", type=Path, default=REPO / "test-artifacts" / "fixtures" / "bay_arrival.mp4")
+    ap.add_argument("--clip", type=Path, default=REPO / "test-artifacts" / "fixtures" / "bay_arrival_v3.mp4",
+                    help="the camera tests' clip (python fixtures/make_fixtures.py --name bay_arrival_v3.mp4)")
     ap.add_argument("--seconds", type=float, default=4.0, help="time spent on each stage")
     ap.add_argument("--stream-fps", type=float, default=15.0, help="frames/s the camera sends (all decoded)")
     ap.add_argument("--process-fps", type=float, default=5.0, help="frames/s the worker takes (camera fps)")

@@ -1,4 +1,4 @@
-"""Builds the camera test clip from ../shared/datasets once per machine (it is not committed)."""
+"""Builds the camera test clip from the committed photo once per machine (the clip is not committed)."""
 
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures"
-# Built from a real (AGPL-3.0) dev photo in ../shared by fixtures/make_fixtures.py; never committed.
-CLIP = REPO / "test-artifacts" / "fixtures" / "bay_arrival.mp4"
-CLIP_PLATE = "M5XSX"  # the label of plates-dev eu1.jpg, the photo the clip is made from
+# Built by fixtures/make_fixtures.py from the committed photo fixtures/bay_car.jpg (MIT) on first use.
+CLIP = REPO / "test-artifacts" / "fixtures" / "bay_arrival_v3.mp4"
+CLIP_PLATE = "B99BNX"  # the plate in fixtures/bay_car.jpg, the photo the clip is made from
 CLIP_BAY = [(200.0, 200.0), (780.0, 200.0), (780.0, 640.0), (200.0, 640.0)]  # fixtures/make_fixtures.py
 SERVER = REPO / "anpr" / "rtsp_server.py"
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -41,7 +41,7 @@ def need(condition: bool, reason: str) -> None:
 # The same scene with a US plate crop (plate-crops-us, val split, California) pasted over the EU plate.
 US_CROP = REPO.parent / "shared" / "datasets" / "plate-crops-us" / "images" / "us_ca350.jpg"
 US_PLATE = "6MBV006"
-US_CLIP = CLIP.parent / "bay_arrival_us.mp4"
+US_CLIP = CLIP.parent / "bay_arrival_us_v3.mp4"
 
 
 def ensure_us_clip() -> Path:
@@ -56,11 +56,12 @@ def ensure_us_clip() -> Path:
 
 
 def ensure_clip() -> Path:
-    """The camera tests' clip, built from ../shared on first use (it is not committed)."""
+    """The camera tests' clip, built from the committed photo on first use (the clip itself is not committed)."""
     if not CLIP.is_file():
         need(shutil.which("ffmpeg") is not None, "ffmpeg is needed to build the camera test clip")
         CLIP.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(FIXTURES / "make_fixtures.py"), "--out", str(CLIP.parent)], check=True,
+        subprocess.run([sys.executable, str(FIXTURES / "make_fixtures.py"), "--out", str(CLIP.parent),
+                        "--name", CLIP.name], check=True,
                        capture_output=True, timeout=300)
     return CLIP
 

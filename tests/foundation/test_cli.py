@@ -165,8 +165,9 @@ def test_demo_names_what_it_is_missing_in_one_line(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiosmtpd" else real(name, *a))
     monkeypatch.setattr(_shutil, "which", lambda name: None)
-    monkeypatch.setattr(demo, "REPO", tmp_path / "repo")  # no ../shared beside it
+    monkeypatch.setattr(demo, "REPO", tmp_path / "repo")  # a checkout that lost fixtures/bay_car.jpg
     missing = demo.missing_prerequisites(tmp_path / "demo-data")
     assert any('pip install -e ".[demo]"' in m for m in missing)
     assert any("apt-get install ffmpeg" in m for m in missing)
-    assert any("shared/datasets" in m for m in missing)
+    assert any("fixtures/bay_car.jpg" in m and "git" in m for m in missing)
+    assert not any("shared" in m for m in missing)  # the demo needs no ../shared (its photo is committed)
