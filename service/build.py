@@ -15,19 +15,35 @@ from service.scheduler import SchedulerComponent
 log = logging.getLogger(__name__)
 
 
+# Instances of a fleet started together would each read "no such bay yet" and insert it, and all but
+# one fail on the primary key: the mirroring is one transaction at a time across the fleet.
+SYNC_LOCK_KEY = 0x42617953  # pg_advisory_xact_lock key ("BayS"); nothing else here takes advisory locks
+
+
+def _one_at_a_time(db: Any) -> None:
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        db.connection().execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SYNC_LOCK_KEY})
+
+
 def sync_config(ctx: AppContext) -> None:
     """Mirror the config file's cameras and bays into their tables (the file is their source of truth)."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
     from enforcement.config import sync_config_bays
     from service.camera_config import sync_config_cameras
 
     try:
         with ctx.session() as db:
+            _one_at_a_time(db)  # held until the commit at the end of each sync
             sync_config_cameras(db, ctx.settings.cameras, ctx.clock())
+            _one_at_a_time(db)
             sync_config_bays(db, ctx.settings.enforcement, ctx.clock())
-    except SQLAlchemyError as exc:  # the app still starts, /readyz reports the database
+    except OperationalError as exc:  # the app still starts, /readyz reports the database
         log.warning("config cameras/bays not synced, database unavailable: %s", str(exc).splitlines()[0])
+    except SQLAlchemyError as exc:
+        log.error("config cameras/bays not synced: %s", str(exc).splitlines()[0])
 
 
 def build_context(

@@ -191,3 +191,39 @@ def test_instances_configured_differently_are_named(tmp_path, postgres_url):
     problem = check_fleet_agrees(engine, two, 5.0)
     engine.dispose()
     assert problem is not None and "ha.shards" in problem and "other:1:x" in problem
+
+
+def test_instances_starting_together_sync_the_config_bays_without_a_conflict(tmp_path, postgres_url, caplog):
+    """Several instances started at once each mirrored the file's bays: all read "no bays yet", all
+    inserted, all but one failed on the primary key (found by `bench/ingest.py --intakes 2`)."""
+    import logging
+
+    from models.db import make_engine as _make_engine
+    from models.tables import BayRow, Camera
+    from service.build import sync_config
+    from service.context import AppContext
+
+    upgrade(postgres_url)
+    bays = [{"bay_id": f"B{i}", "charge_point_id": f"CP{i}", "connector_id": 1} for i in range(1500)]
+    cameras = [{"name": f"cam{i}", "url": f"rtsp://127.0.0.1:1/{i}"} for i in range(50)]
+    settings = make_settings(tmp_path, postgres_url, enforcement={"bays": bays}, cameras=cameras)
+    contexts = [AppContext(settings=settings, engine=_make_engine(postgres_url)) for _ in range(4)]
+    start = threading.Barrier(len(contexts))
+
+    def run(ctx):
+        start.wait()
+        sync_config(ctx)
+
+    threads = [threading.Thread(target=run, args=(ctx,)) for ctx in contexts]
+    with caplog.at_level(logging.WARNING, logger="service.build"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    for ctx in contexts:
+        ctx.engine.dispose()
+    assert not [r for r in caplog.records if "not synced" in r.getMessage()], caplog.text[:500]
+    engine = make_engine(postgres_url)
+    with Session(engine) as db:
+        assert len(list(db.exec(select(BayRow)))) == 1500 and len(list(db.exec(select(Camera)))) == 50
+    engine.dispose()
