@@ -60,15 +60,19 @@ def build_context(
     ctx.notify = Notifier(ctx)
     if components is None:
         components = []
-        leads = settings.components.enforcement or settings.components.scheduler or settings.components.cameras
-        if ctx.engine.dialect.name == "postgresql" and leads:
-            from service.fleet import RETENTION_LEASE, LeaseKeeper
+        from service.fleet import MQTT_INTAKE_LEASE, RETENTION_LEASE, LeaseKeeper
 
+        singletons = []
+        if settings.components.scheduler:
+            singletons.append(RETENTION_LEASE)
+        if settings.mqtt is not None:
+            singletons.append(MQTT_INTAKE_LEASE)
+        leads = settings.components.enforcement or settings.components.cameras or singletons
+        if ctx.engine.dialect.name == "postgresql" and leads:
             roles = [name for name, on in settings.components.model_dump().items() if on]
             # First: the shards and jobs this instance leads are known before the parts that do them start.
             components.append(LeaseKeeper(
-                ctx, settings.ha.shards if settings.components.enforcement else 0,
-                singletons=(RETENTION_LEASE,) if settings.components.scheduler else (), roles=roles,
+                ctx, settings.ha.shards if settings.components.enforcement else 0, singletons=singletons, roles=roles,
             ))
         scheduler = SchedulerComponent(ctx) if settings.components.scheduler else None
         if scheduler is not None:

@@ -23,6 +23,9 @@ from service.context import AppContext
 
 log = logging.getLogger(__name__)
 RETENTION_LEASE = "job.retention"
+# The Frigate (MQTT) intake: one instance of a fleet subscribes, so each message is stored once and the
+# messages of one tracked object are handled in the order Frigate sent them.
+MQTT_INTAKE_LEASE = "intake.mqtt"
 
 
 def engine_lease(shard: int) -> str:

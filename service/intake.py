@@ -88,7 +88,8 @@ class IntakeWriter:
         try:
             results = self._together(batch)
         except Exception as exc:
-            log.warning("a batch of %d intake jobs failed (%s); storing them one by one", len(batch), exc)
+            log.warning("a batch of %d intake jobs failed (%s); storing them one by one", len(batch),
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             for job in batch:
                 try:
                     self._answer(job, self._alone(job))

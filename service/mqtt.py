@@ -2,7 +2,9 @@
 
 In: `<topic>/events` and `<topic>/tracked_object_update` of each Frigate source become reads
 (`sources.formats.frigate_reads`), stored like every outside read, with the event's snapshot fetched
-from Frigate's HTTP API when `frigate_url` is set.
+from Frigate's HTTP API when `frigate_url` is set. In a fleet only the instance holding the intake lease
+(`service.fleet.MQTT_INTAKE_LEASE`) subscribes, and another takes over within `ha.takeover_s` when it
+dies (messages sent while nobody holds it are not stored: Frigate repeats a tracked car's updates).
 
 Out (`mqtt.publish`): `<prefix>/status` online/offline (last will), `<prefix>/bay/<bay>/state` retained
 JSON (`state`: free, occupied, charging, idle, overstaying; plate masked or full; since), new alerts
@@ -111,13 +113,17 @@ class MqttComponent:
     def refresh_sources(self) -> None:
         """Follow the Frigate sources in use now (dashboard edits): subscribe to new topics, leave old ones.
         Called at start and every publish round, so an edit applies within a second, with no restart."""
+        from service.fleet import MQTT_INTAKE_LEASE
         from service.runtime_settings import effective_sources
 
-        try:
-            wanted = [s for s in effective_sources(self.ctx) if s.kind == "frigate" and s.enabled]
-        except Exception as exc:  # keep the current subscriptions while the database is away
-            log.warning("Frigate sources not refreshed: %s", str(exc).splitlines()[0] if str(exc) else exc)
-            return
+        if self.ctx.leases is not None and self.ctx.leases.holds(MQTT_INTAKE_LEASE) is None:
+            wanted = []  # in a fleet one instance subscribes (the holder of the intake lease); see service.fleet
+        else:
+            try:
+                wanted = [s for s in effective_sources(self.ctx) if s.kind == "frigate" and s.enabled]
+            except Exception as exc:  # keep the current subscriptions while the database is away
+                log.warning("Frigate sources not refreshed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+                return
         with self._topics_lock:
             self.frigate = wanted  # one assignment: paho's thread sees the old list or the new one
             if self.client is None or not self._connected.is_set():

@@ -192,3 +192,71 @@ def test_bay_summary_and_masking():
     assert bay_summary({"visit": {**visit, "idle_since": "t2"}})["state"] == "idle"
     overstay = {**visit, "violations": [{"kind": "overstay", "ended_at": None}]}
     assert bay_summary({"visit": overstay}, "full") == {"state": "overstaying", "plate": "AB123CD", "since": "t"}
+
+
+@pytest.mark.postgres
+def test_in_a_fleet_one_instance_takes_the_frigate_messages_and_another_takes_over(tmp_path, postgres_url, broker):
+    """Every instance used to subscribe: each message was decoded by all of them and stored by the first
+    (the others failed on its id and retried one by one). Now the holder of the intake lease subscribes,
+    and when it stops another instance subscribes within a lease round."""
+    from service.fleet import MQTT_INTAKE_LEASE, LeaseKeeper
+
+    upgrade(postgres_url)
+    n = 6
+    settings = make_settings(
+        tmp_path, postgres_url, mqtt={"port": broker.port, "publish": False}, ha={"takeover_s": 3},
+        sources=[{"name": "frigate", "kind": "frigate", "cameras": [{"id": f"cam{i}", "bay_id": f"B{i}"}
+                                                                     for i in range(2 * n)]}],
+        enforcement={"bays": [{"bay_id": f"B{i}", "charge_point_id": f"CP{i}", "connector_id": 1}
+                              for i in range(2 * n)]},
+    )
+    instances = []
+    for k in range(2):
+        ctx = build_context(settings.model_copy(update={"ha": settings.ha.model_copy(update={"node": f"n{k}"})}),
+                            components=[])
+        instances.append((ctx, LeaseKeeper(ctx, 0, singletons=[MQTT_INTAKE_LEASE], roles=["api"]),
+                          MqttComponent(ctx, publish_every_s=0.2)))
+
+    def arrivals() -> list[StoredEvent]:
+        with Session(instances[0][0].engine) as db:
+            return list(db.exec(select(StoredEvent).where(StoredEvent.kind == "vehicle_arrived")))
+
+    def car(i: int) -> bytes:
+        return frigate_event("new", id=f"17334756{i:02d}.5-x", camera=f"cam{i}", current_zones=[],
+                             recognized_license_plate=f"FL{i:03d}AB")
+
+    async def main() -> None:
+        for _, keeper, part in instances:
+            await keeper.start()
+            await part.start()
+        holders = [k for k, (ctx, _, _) in enumerate(instances) if ctx.leases.holds(MQTT_INTAKE_LEASE)]
+        assert len(holders) == 1
+        first = holders[0]
+        sender = Listener(broker.port, "nothing/here")
+        try:
+            await until(lambda: all(p._connected.is_set() for _, _, p in instances), 10, "both connections")
+            await until(lambda: bool(instances[first][2]._topics), 5, "the holder's subscription")
+            assert not instances[1 - first][2]._topics  # the other instance does not subscribe
+            for i in range(n):
+                sender.publish("frigate/events", car(i))
+            await until(lambda: len(arrivals()) == n, 15, "the first cars")
+            assert [p.received for _, _, p in instances][first] == n
+            assert [p.received for _, _, p in instances][1 - first] == 0
+            # The holder stops (its lease is released); the other subscribes and takes the next cars.
+            await instances[first][2].stop()
+            await instances[first][1].stop()
+            other = instances[1 - first]
+            await until(lambda: bool(other[2]._topics), 10, "the other instance's subscription")
+            for i in range(n, 2 * n):
+                sender.publish("frigate/events", car(i))
+            await until(lambda: len(arrivals()) == 2 * n, 15, "the next cars")
+            assert other[2].received == n
+        finally:
+            sender.close()
+            for ctx, keeper, part in instances:
+                await part.stop()
+                await keeper.stop()
+                ctx.engine.dispose()
+
+    asyncio.run(main())
+    assert sorted(e.payload["plate"] for e in arrivals()) == [f"FL{i:03d}AB" for i in range(2 * n)]
