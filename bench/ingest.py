@@ -1,6 +1,6 @@
 """Outside reads per second, per intake kind, and the time from receipt to the bay's state.
 
-    python bench/ingest.py [--reads 1000] [--threads 8] [--image-kb 200] [--postgres URL] [--mqtt]
+    python bench/ingest.py [--reads 1000] [--threads 8] [--image-kb 200] [--postgres URL] [--mqtt] [--intakes N]
 
 Runs the real service in a child process (uvicorn on 127.0.0.1, the enforcement engine on): `--reads`
 Plate Recognizer webhooks, each a multipart form with a `--image-kb` JPEG, each for its own bay, posted
@@ -8,6 +8,10 @@ by `--threads` HTTP clients; then (with `--mqtt` and Debian's mosquitto) as many
 without pictures. Prints reads/s accepted per kind and p50/p95 from receipt (`domain_events.received_at`)
 to the bay's state written by the engine (`bay_states.updated_at`). Targets (issue 15): >= 500 webhook
 reads/s with 200 KB pictures, >= 2,000 MQTT messages/s, p95 <= 300 ms. Compare runs on one machine only.
+
+`--intakes N` (PostgreSQL only) runs the fleet way instead: N intake-only instances (API, no engine,
+no scheduler) that the clients share round-robin, and one engine instance (engine and scheduler, no
+API), all on the same database, each in its own process.
 """
 
 from __future__ import annotations
@@ -103,11 +107,15 @@ def main() -> None:
     ap.add_argument("--image-kb", type=int, default=200)
     ap.add_argument("--postgres", help="admin URL; default: SQLite in a temporary folder")
     ap.add_argument("--mqtt", action="store_true", help="also Frigate messages through a local mosquitto")
+    ap.add_argument("--intakes", type=int, default=0,
+                    help="N intake-only instances plus one engine instance (needs --postgres); 0: one service")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         serve(args.serve)
         return
+    if args.intakes and not args.postgres:
+        raise SystemExit("--intakes needs --postgres (instances share one PostgreSQL)")
 
     from models.db import upgrade
 
@@ -130,34 +138,46 @@ def main() -> None:
     if args.mqtt:
         sources.append({"name": "frigate", "kind": "frigate", "max_per_s": 10000, "burst": 100000,
                         "cameras": [{"id": f"f{i}", "bay_id": f"B{n + i}"} for i in range(n)]})
-    port = free_port()
-    config = {
-        "data_dir": str(work / "data"), "database_url": url, "port": port, "log_level": "WARNING", "sources": sources,
-        "mqtt": {"port": mqtt_port, "publish": False} if args.mqtt else None,
-        "components": {"api": True, "scheduler": True, "enforcement": True, "cameras": False, "relay": False},
+    base_config = {
+        "data_dir": str(work / "data"), "database_url": url, "log_level": "WARNING", "sources": sources,
         "enforcement": {"bays": bays},
     }
-    (work / "service.json").write_text(json.dumps(config))
-    # The service runs in its own process, as in production: the clients here do not share its GIL.
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(work / "service.json")])
+    full = {"api": True, "scheduler": True, "enforcement": True, "cameras": False, "relay": False}
+    if args.intakes:  # the fleet way: intake-only instances and one engine, sharing the database
+        roles = [dict(full, scheduler=False, enforcement=False)] * args.intakes + [dict(full, api=False)]
+    else:
+        roles = [full]
+    servers, ports = [], []
+    for k, components in enumerate(roles):
+        port = free_port()
+        config = dict(base_config, port=port, components=components,
+                      mqtt={"port": mqtt_port, "publish": False} if args.mqtt and components["api"] else None)
+        if len(roles) > 1:
+            config["data_dir"] = str(work / f"data{k}")  # one database; files (evidence) per instance here
+        (work / f"service{k}.json").write_text(json.dumps(config))
+        # Each instance runs in its own process, as in production: the clients here do not share its GIL.
+        servers.append(subprocess.Popen([sys.executable, __file__, "--serve", str(work / f"service{k}.json")]))
+        if components["api"]:
+            ports.append(port)
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            raise SystemExit("the service did not start")
-        time.sleep(0.2)
+    for port in ports:
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
+                raise SystemExit("the service did not start")
+            time.sleep(0.2)
     image = picture(args.image_kb)
-    base = f"http://127.0.0.1:{port}/api/v1/sources/pr/platerecognizer"
+    bases = [f"http://127.0.0.1:{port}/api/v1/sources/pr/platerecognizer" for port in ports]
 
     def post(i: int, client: httpx.Client) -> int:
         doc = {"data": {"camera_id": f"c{i}", "timestamp": datetime.now(UTC).isoformat(),
                         "results": [{"plate": f"ab{i:05d}", "score": 0.9}]}}
-        r = client.post(base, headers={"Authorization": f"Token {SECRET}"}, data={"json": json.dumps(doc)},
-                        files={"upload": ("p.jpg", image, "image/jpeg")})
+        r = client.post(bases[i % len(bases)], headers={"Authorization": f"Token {SECRET}"},
+                        data={"json": json.dumps(doc)}, files={"upload": ("p.jpg", image, "image/jpeg")})
         return r.status_code
 
     clients = [httpx.Client(timeout=30) for _ in range(args.threads)]
@@ -172,7 +192,8 @@ def main() -> None:
                       "accepted": ok, "reads_per_s": round(ok / elapsed, 1),
                       "receipt_to_bay_state_p50_s": round(statistics.median(lat), 3),
                       "receipt_to_bay_state_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3),
-                      "database": "postgresql" if args.postgres else "sqlite", "threads": args.threads}), flush=True)
+                      "database": "postgresql" if args.postgres else "sqlite", "threads": args.threads,
+                      "intake_instances": args.intakes or "one service"}), flush=True)
 
     if args.mqtt:
         import paho.mqtt.client as mqtt
@@ -203,8 +224,10 @@ def main() -> None:
                           "messages_per_s": round(got / elapsed, 1),
                           "receipt_to_bay_state_p50_s": round(statistics.median(lat), 3),
                           "receipt_to_bay_state_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3)}), flush=True)
-    server.terminate()
-    server.wait(20)
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        server.wait(20)
     if broker is not None:
         broker.terminate()
 
