@@ -2,6 +2,8 @@
 
 Every domain event, from a local camera worker, an edge worker over HTTP or the OCPP decoder,
 goes through `ingest`: stored once by `event_id` (a replay is a no-op), in the caller's transaction.
+On PostgreSQL a transaction that stored new events sends `NOTIFY baywarden_inbox` as it commits, so an
+engine in another process or instance applies them at once instead of at its next poll.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select as sa_select
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
 
 from models.db import upsert
@@ -31,6 +36,22 @@ from models.events import (
     VehicleStillPresent,
 )
 from models.tables import Alert, Charger, ConnectorState, PlateReadRow, Presence, StoredEvent, Transaction
+
+INBOX_CHANNEL = "baywarden_inbox"
+_NEW = "baywarden_inbox_new"  # session.info flag: this transaction stored new events
+
+
+@sa_event.listens_for(OrmSession, "before_commit")
+def _notify_inbox(session: OrmSession) -> None:
+    # Sent inside the transaction, delivered by PostgreSQL at its commit (never for a rollback), one per
+    # transaction however many events it stored.
+    if session.info.pop(_NEW, False) and session.get_bind().dialect.name == "postgresql":
+        session.connection().execute(text(f"NOTIFY {INBOX_CHANNEL}"))
+
+
+@sa_event.listens_for(OrmSession, "after_rollback")
+def _forget_inbox(session: OrmSession) -> None:
+    session.info.pop(_NEW, None)
 
 
 def ingest(db: Session, envelope: EventEnvelope, *, source: str, now: datetime) -> bool:
@@ -54,6 +75,7 @@ def ingest(db: Session, envelope: EventEnvelope, *, source: str, now: datetime) 
             db.flush()
     except IntegrityError:
         return False  # the same id arrived concurrently through another path
+    db.info[_NEW] = True
     return True
 
 
@@ -102,6 +124,7 @@ def ingest_batch(db: Session, items: list[tuple[EventEnvelope, str]], *, now: da
     db.flush()  # the ORM read models first (a no-op for outside reads)
     if rows:
         db.execute(events_t.insert(), rows)
+        db.info[_NEW] = True
     if reads:
         db.execute(reads_t.insert(), reads)
     if touched:

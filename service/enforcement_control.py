@@ -31,6 +31,7 @@ from sqlmodel import Session, select
 from enforcement.config import effective, sync_config_bays
 from enforcement.service import EnforcementService, camera_zones
 from models.events import EventEnvelope
+from models.eventstore import INBOX_CHANNEL
 from models.leases import LeaseLost, shard_of
 from models.tables import Alert, BayRow, BayStateRow, Camera, ConsumerCursor, RuntimeSetting, StoredEvent
 from service.camera_config import sync_config_cameras
@@ -80,6 +81,7 @@ class EnforcementComponent:
         self._sweep_due = [threading.Event() for _ in range(self.shards)]
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._listener: threading.Thread | None = None
         self._reload_waiters: list[tuple[threading.Event, set[int]]] = []
         self._reload_lock = threading.Lock()
         self._config_mark: tuple[Any, ...] | None = None
@@ -183,6 +185,31 @@ class EnforcementComponent:
         ]
         for t in self._threads:
             t.start()
+        if self.ctx.engine.dialect.name == "postgresql":  # not in _threads: those are the shards, by index
+            self._listener = threading.Thread(target=self._listen, name="enforcement-inbox", daemon=True)
+            self._listener.start()
+
+    def _listen(self) -> None:
+        """Wake the shards when any process commits inbox events (PostgreSQL NOTIFY from
+        `models.eventstore`): an intake-only instance's reads are applied at once, not at the next poll.
+        Polling goes on beside it, so a lost connection only costs latency until it is back."""
+        import psycopg
+
+        url = self.ctx.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        backoff = 1.0
+        while not self._halt.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {INBOX_CHANNEL}")
+                    backoff = 1.0
+                    while not self._halt.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self._on_event(None)
+            except psycopg.Error as exc:
+                log.warning("inbox notifications unavailable (%s); polling every %.1f s meanwhile",
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self.poll_s)
+                self._halt.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
 
     async def stop(self) -> None:
         if self._on_event in self.ctx.listeners:
@@ -192,6 +219,9 @@ class EnforcementComponent:
             w.set()
         for t in self._threads:
             await asyncio.to_thread(t.join, 15)
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.join, 5)
+            self._listener = None
         for k in range(self.shards):
             self.leases.release(lease_name(k))  # hand over at once instead of after the lease's time
 

@@ -227,3 +227,48 @@ def test_instances_starting_together_sync_the_config_bays_without_a_conflict(tmp
     with Session(engine) as db:
         assert len(list(db.exec(select(BayRow)))) == 1500 and len(list(db.exec(select(Camera)))) == 50
     engine.dispose()
+
+
+def test_an_engine_applies_another_instances_events_at_once_not_at_its_next_poll(tmp_path, postgres_url, clock):
+    """An intake-only instance stores a read; the engine instance (here polling every 30 s) is woken by
+    PostgreSQL NOTIFY at the commit and applies it within a second."""
+    import asyncio
+
+    from models.events import EventEnvelope
+    from models.eventstore import ingest
+    from models.tables import BayStateRow
+    from service.build import build_context
+
+    upgrade(postgres_url)
+    settings = _engine_env(tmp_path, postgres_url, clock, "notify")
+    ctx = build_context(settings, components=[])
+    ctx.leases = PgLeases(ctx.engine, "instance-n", ttl_s=60.0)  # held through the test, no keeper needed
+    engine_part = EnforcementComponent(ctx, poll_s=30.0)
+    other = make_engine(postgres_url)  # the intake instance's own connection pool
+
+    def bay_state():
+        with Session(other) as db:
+            row = db.get(BayStateRow, "N1")
+            return (row.state or {}).get("visit") if row else None
+
+    async def main():
+        for k in range(2):
+            assert ctx.leases.acquire(lease_name(k)) is not None
+        await engine_part.start()
+        try:
+            await asyncio.sleep(1.5)  # the shards are now waiting out their 30 s poll
+            env = EventEnvelope.model_validate(ev("wake-a", "vehicle_arrived", clock(), presence_id="p-w",
+                                                  camera="gate", bay_id="N1", plate="WAKE1", confidence=0.99))
+            with Session(other) as db:
+                assert ingest(db, env, source="source:test", now=clock())
+                db.commit()
+            deadline = time.monotonic() + 5
+            while bay_state() is None:
+                assert time.monotonic() < deadline, "the engine did not wake for the committed event"
+                await asyncio.sleep(0.05)
+        finally:
+            await engine_part.stop()
+
+    asyncio.run(main())
+    other.dispose()
+    ctx.engine.dispose()
