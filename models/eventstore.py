@@ -84,7 +84,7 @@ _IN_CHUNK = 500
 
 
 def ingest_batch(db: Session, items: list[tuple[EventEnvelope, str]], *, now: datetime,
-                 checked: bool = False) -> list[bool]:
+                 checked: bool = False, received: list[datetime] | None = None) -> list[bool]:
     """`ingest` for many events (envelope, source) in one go: one query for the ids already stored, one for
     the presences they touch, and the inbox rows, reads log rows and presences written as multi-row
     statements (SQLAlchemy Core; events of other kinds update their read models through the ORM as in
@@ -92,7 +92,8 @@ def ingest_batch(db: Session, items: list[tuple[EventEnvelope, str]], *, now: da
 
     Unlike `ingest` there is no savepoint per event: an id stored concurrently by another transaction
     fails the statement with IntegrityError, and the caller falls back to `ingest` one by one. `checked`:
-    the caller has already looked the ids up in this transaction (one query fewer)."""
+    the caller has already looked the ids up in this transaction (one query fewer). `received`: each item's
+    own receipt time (requests batched together arrived at different times); default `now` for all."""
     events_t, reads_t, presences_t = (m.__table__ for m in (StoredEvent, PlateReadRow, Presence))  # type: ignore[attr-defined]
     ids = [] if checked else sorted({env.event_id for env, _ in items})
     stored: set[str] = set()
@@ -105,13 +106,14 @@ def ingest_batch(db: Session, items: list[tuple[EventEnvelope, str]], *, now: da
         q = sa_select(presences_t).where(presences_t.c.id.in_(presence_ids[i : i + _IN_CHUNK]))
         presences.update({r["id"]: dict(r) for r in db.execute(q).mappings()})
     out, rows, reads, touched = [], [], [], set()
-    for env, source in items:
+    for k, (env, source) in enumerate(items):
         if env.event_id in stored:
             out.append(False)
             continue
         stored.add(env.event_id)  # twice in one batch: the second is a replay
         ev = env.event
-        rows.append({"event_id": env.event_id, "kind": ev.kind, "at": ev.at, "received_at": now,
+        rows.append({"event_id": env.event_id, "kind": ev.kind, "at": ev.at,
+                     "received_at": received[k] if received is not None else now,
                      "source": source[:64], "payload": ev.model_dump(mode="json")})
         if isinstance(ev, PlateRead):
             reads.append(_read_row(ev))

@@ -187,13 +187,9 @@ def store_batch(db: Session, jobs: list[tuple[SourceSettings, list[Prepared], da
         seen.update(db.exec(select(StoredEvent.event_id).where(StoredEvent.event_id.in_(firsts[i : i + 500]))))  # type: ignore[attr-defined]
     out: list[list[EventEnvelope]] = []
     pending: list[tuple[EventEnvelope, str]] = []
+    received: list[datetime] = []  # each request's own receipt time, for its events
     changed: set[str] = set()
-    last_now = None
     for source, items, now in jobs:
-        if last_now is not None and now != last_now and pending:
-            ingest_batch(db, pending, now=last_now, checked=True)  # received_at is each request's own time
-            pending = []
-        last_now = now
         stored: list[EventEnvelope] = []
         for item in items:
             first = f"src:{source.name}:{item.read.message_id}:0"[:128]
@@ -205,11 +201,12 @@ def store_batch(db: Session, jobs: list[tuple[SourceSettings, list[Prepared], da
                                              evidence=item.evidence)
             envelopes = _envelopes(source, item.read, events)
             pending += [(env, f"source:{source.name}") for env in envelopes]
+            received += [now] * len(envelopes)
             stored += envelopes
             changed.add(item.bay)
         out.append(stored)
-    if pending and last_now is not None:
-        ingest_batch(db, pending, now=last_now, checked=True)
+    if pending:  # one multi-row insert for the whole batch (it used to be one per request: each has its own time)
+        ingest_batch(db, pending, now=received[0], checked=True, received=received)
     gone = sorted(b for b in changed if held[b] is None and b in had)
     if gone:
         db.execute(table.delete().where(table.c.bay_id.in_(gone)))

@@ -126,3 +126,31 @@ def test_the_sweep_departs_unplugged_and_silent_cars_and_leaves_the_others(ctx):
     assert sweep_presences(ctx.engine, ctx.settings.sources, bays, later) == []
     with Session(ctx.engine) as db:
         assert db.exec(select(SourcePresence)).all() == []
+
+
+def test_a_batch_is_one_insert_and_keeps_each_requests_receipt_time(ctx, monkeypatch):
+    """Requests batched together each arrived at their own time: their events are written by one
+    multi-row insert (it used to be one insert per request, since every request's time differs) and
+    each keeps its own `received_at`."""
+    import models.eventstore as eventstore
+    import service.sources as sources
+
+    source = ctx.settings.sources[0]
+    calls: list[int] = []
+    real = eventstore.ingest_batch
+
+    def counted(db, items, **kw):
+        calls.append(len(items))
+        return real(db, items, **kw)
+
+    monkeypatch.setattr(sources, "ingest_batch", counted)
+    jobs = [(source, prepare_reads(source, [read(i, f"RT{i}", 0)], ctx.settings.evidence_dir),
+             T0 + timedelta(seconds=i)) for i in range(4)]
+    with Session(ctx.engine) as db:
+        sources.store_batch(db, jobs)
+        db.commit()
+    assert calls == [8]  # 4 requests x (plate_read + vehicle_arrived), one call
+    with Session(ctx.engine) as db:
+        rows = list(db.exec(select(StoredEvent).order_by(StoredEvent.seq)))
+    got = {r.payload["plate"]: r.received_at.replace(tzinfo=UTC) for r in rows if r.kind == "vehicle_arrived"}
+    assert got == {f"RT{i}": T0 + timedelta(seconds=i) for i in range(4)}
