@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from models.db import make_engine, upgrade
+from models.db import make_engine
 from models.tables import Role, VisitRow
-from tests.dashboard.browser import log_in, shot
-from tests.foundation.helpers import PASSWORD, LiveServer, add_user, free_port, make_settings
+from tests.dashboard.browser import dashboard_server, log_in, shot
+from tests.foundation.helpers import PASSWORD, LiveServer
 
 
 def seed_week(db_url: str, now: datetime) -> None:
@@ -40,14 +40,9 @@ def seed_week(db_url: str, now: datetime) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("dash-admin")
-    settings = make_settings(tmp, f"sqlite:///{tmp / 'dash.db'}", port=free_port())
-    upgrade(settings.db_url)
-    add_user(settings, "boss", Role.admin)
-    seed_week(settings.db_url, datetime.now(UTC))
-    live = LiveServer(settings).start()
-    yield live
-    live.stop()
+    with dashboard_server(tmp_path_factory.mktemp("dash-admin"), "boss", Role.admin,
+                          seed=lambda cfg: seed_week(cfg.db_url, datetime.now(UTC))) as live:
+        yield live
 
 
 @pytest.fixture

@@ -8,28 +8,22 @@ from typing import Any
 
 import pytest
 
-from models.db import upgrade
 from models.tables import Role
-from tests.dashboard.browser import htmx_ready, shot
-from tests.foundation.helpers import LiveServer, add_user, free_port, make_settings
+from tests.dashboard.browser import dashboard_server, htmx_ready, shot
+from tests.foundation.helpers import LiveServer
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("dash-bays")
-    settings = make_settings(
-        tmp, f"sqlite:///{tmp / 'dash.db'}", port=free_port(),
+    with dashboard_server(
+        tmp_path_factory.mktemp("dash-bays"), "op", Role.operator,
         cameras=[{"name": "north", "url": "rtsp://127.0.0.1:1/x", "enabled": False,
                   "zones": [{"bay_id": "B1", "polygon": [[0, 0], [100, 0], [100, 100]]},
                             {"bay_id": "B2", "polygon": [[200, 0], [300, 0], [300, 100]]}]}],
         enforcement={"rules": {"idle_grace_min": 10},
                      "bays": [{"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1}]},
-    )
-    upgrade(settings.db_url)
-    add_user(settings, "op", Role.operator)
-    live = LiveServer(settings).start()
-    yield live
-    live.stop()
+    ) as live:
+        yield live
 
 
 @pytest.fixture

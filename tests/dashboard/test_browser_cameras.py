@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from models.db import upgrade
 from models.tables import Role
 from tests.camera.helpers import RtspServer, ensure_clip, need_gstreamer
-from tests.dashboard.browser import htmx_ready, shot
-from tests.foundation.helpers import LiveServer, add_user, free_port, make_settings
+from tests.dashboard.browser import dashboard_server, htmx_ready, shot
+from tests.foundation.helpers import LiveServer, free_port
 
 SECRET = "pw-in-browser"
 
@@ -28,14 +27,10 @@ def rtsp() -> Iterator[RtspServer]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("dash-cameras")
-    settings = make_settings(tmp, f"sqlite:///{tmp / 'dash.db'}", port=free_port(),
-                             enforcement={"bays": [{"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1}]})
-    upgrade(settings.db_url)
-    add_user(settings, "op", Role.operator)
-    live = LiveServer(settings).start()
-    yield live
-    live.stop()
+    with dashboard_server(tmp_path_factory.mktemp("dash-cameras"), "op", Role.operator,
+                          enforcement={"bays": [{"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1}]},
+                          ) as live:
+        yield live
 
 
 @pytest.fixture

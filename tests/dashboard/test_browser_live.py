@@ -11,28 +11,22 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from models.db import make_engine, upgrade
+from models.db import make_engine
 from models.tables import BayStateRow, Role
-from tests.dashboard.browser import htmx_ready, shot
+from tests.dashboard.browser import dashboard_server, htmx_ready, shot
 from tests.dashboard.seed import add_alert, seed_rich_visit, seed_visit
-from tests.foundation.helpers import LiveServer, add_user, free_port, make_settings
+from tests.foundation.helpers import LiveServer
 
 POLL_WAIT_MS = 15_000  # the overview polls every 5 s; allow for a slow, shared machine
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("dash-live")
-    settings = make_settings(
-        tmp, f"sqlite:///{tmp / 'dash.db'}", port=free_port(),
-        enforcement={"bays": [{"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1},
-                              {"bay_id": "B2", "charge_point_id": "CP1", "connector_id": 2}]},
-    )
-    upgrade(settings.db_url)
-    add_user(settings, "op", Role.operator)
-    live = LiveServer(settings).start()
-    yield live
-    live.stop()
+    with dashboard_server(tmp_path_factory.mktemp("dash-live"), "op", Role.operator,
+                          enforcement={"bays": [{"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1},
+                                                {"bay_id": "B2", "charge_point_id": "CP1", "connector_id": 2}]},
+                          ) as live:
+        yield live
 
 
 def car_in_bay(settings: Any, bay: str, visit_id: str, plate: str, arrived: datetime, tx: str) -> None:

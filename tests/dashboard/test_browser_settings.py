@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from models.db import upgrade
 from models.tables import Role
-from tests.dashboard.browser import shot
-from tests.foundation.helpers import LiveServer, add_user, free_port, make_settings
+from tests.dashboard.browser import dashboard_server, shot
+from tests.foundation.helpers import LiveServer
 from tests.notifications.servers import SmtpServer
 
 
@@ -29,14 +28,10 @@ def smtp() -> Iterator[SmtpServer]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("settings")
     # The scheduler runs (its outbox job every second), the rest stays off: the mail goes out for real.
-    settings = make_settings(tmp, f"sqlite:///{tmp / 'dash.db'}", port=free_port(),
-                             components={"scheduler": True, "cameras": False, "enforcement": False, "relay": False},
-                             notifications={"dispatch_every_s": 1})
-    upgrade(settings.db_url)
-    add_user(settings, "root", Role.admin)
-    live = LiveServer(settings, components=None).start()
-    yield live
-    live.stop()
+    with dashboard_server(tmp, "root", Role.admin, app_kw={"components": None},
+                          components={"scheduler": True, "cameras": False, "enforcement": False, "relay": False},
+                          notifications={"dispatch_every_s": 1}) as live:
+        yield live
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from models.db import upgrade
 from models.tables import Role
-from tests.dashboard.browser import htmx_ready, shot
-from tests.foundation.helpers import LiveServer, add_user, free_port, make_settings
+from tests.dashboard.browser import dashboard_server, htmx_ready, shot
+from tests.foundation.helpers import LiveServer
 
 pytestmark = pytest.mark.slow
 SECRET = "pr-token-0123456789abcdef"
@@ -21,14 +20,10 @@ SECRET = "pr-token-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("sources")
-    settings = make_settings(tmp, f"sqlite:///{tmp / 'dash.db'}", port=free_port(),
-                             enforcement={"bays": [{"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1}]})
-    upgrade(settings.db_url)
-    add_user(settings, "root", Role.admin)
-    live = LiveServer(settings).start()
-    yield live
-    live.stop()
+    with dashboard_server(tmp_path_factory.mktemp("sources"), "root", Role.admin,
+                          enforcement={"bays": [{"bay_id": "B1", "charge_point_id": "CP1", "connector_id": 1}]},
+                          ) as live:
+        yield live
 
 
 @pytest.fixture
