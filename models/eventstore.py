@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
 
-from models.db import upsert
+from models.db import insert_rows
 from models.events import (
     CameraStateChanged,
     ChargerConnection,
@@ -125,14 +125,14 @@ def ingest_batch(db: Session, items: list[tuple[EventEnvelope, str]], *, now: da
         out.append(True)
     db.flush()  # the ORM read models first (a no-op for outside reads)
     if rows:
-        db.execute(events_t.insert(), rows)
+        insert_rows(db, events_t, rows)
         db.info[_NEW] = True
     if reads:
-        db.execute(reads_t.insert(), reads)
+        insert_rows(db, reads_t, reads)
     if touched:
         keep = [presences[p] for p in sorted(touched)]
         columns = [c for c in keep[0] if c != "id"]
-        db.execute(upsert(db.get_bind().dialect.name, presences_t, ["id"], columns), keep)
+        insert_rows(db, presences_t, keep, ["id"], columns)
     return out
 
 

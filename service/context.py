@@ -165,8 +165,12 @@ class AppContext:
         loop = self.loop
         if loop is None or loop.is_closed() or not events:
             return
+        # One hand-over per batch: each run_coroutine_threadsafe wakes the loop through its self-pipe.
+        asyncio.run_coroutine_threadsafe(self._publish_all(list(events)), loop)
+
+    async def _publish_all(self, events: list[object]) -> None:
         for event in events:
-            asyncio.run_coroutine_threadsafe(self.publish(event), loop)
+            await self.publish(event)
 
     async def publish(self, event: object) -> None:
         """Tell in-process listeners (enforcement, live dashboard) about a stored event."""

@@ -14,7 +14,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from models.db import upsert
+from models.db import insert_rows
 from models.events import EventEnvelope, Evidence
 from models.eventstore import ingest, ingest_batch
 from models.files import write_once
@@ -63,8 +63,19 @@ def find_source(ctx: Any, name: str, db: Session | None = None) -> SourceSetting
     return effective(ctx, name, db)
 
 
+_BAYS: dict[int, tuple[object, dict[str, str]]] = {}  # id(source.cameras) -> (that list, camera id -> bay)
+
+
 def bay_for(source: SourceSettings, read: OutsideRead) -> str | None:
-    ids = {c.id: c.bay_id for c in source.cameras}
+    # The map is made once per cameras list (sources are cached and replaced, not changed in place), not
+    # per read: a source maps up to 500 cameras and intakes take hundreds of reads a second.
+    cached = _BAYS.get(id(source.cameras))
+    if cached is None or cached[0] is not source.cameras:
+        if len(_BAYS) > 256:
+            _BAYS.clear()
+        cached = (source.cameras, {c.id: c.bay_id for c in source.cameras})
+        _BAYS[id(source.cameras)] = cached
+    ids = cached[1]
     return next((ids[i] for i in camera_ids(read) if i in ids), None)
 
 
@@ -212,7 +223,7 @@ def store_batch(db: Session, jobs: list[tuple[SourceSettings, list[Prepared], da
         db.execute(table.delete().where(table.c.bay_id.in_(gone)))
     keep = [{"bay_id": b, **_held_row(h)} for b in sorted(changed) if (h := held[b]) is not None]
     if keep:
-        db.execute(upsert(db.get_bind().dialect.name, table, ["bay_id"], list(_HELD_COLUMNS)), keep)
+        insert_rows(db, table, keep, ["bay_id"], list(_HELD_COLUMNS))
     return out
 
 
