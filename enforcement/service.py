@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, bindparam
+from sqlalchemy import Engine
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, func, select
 
@@ -35,7 +35,7 @@ from enforcement.decide import (
 from enforcement.lists import BlacklistEntry, WhitelistEntry
 from enforcement.rules import Rules, resolve_rules
 from models.base import Clock
-from models.db import upsert
+from models.db import insert_rows, update_rows
 from models.events import (
     CameraStateChanged,
     ChargingIdle,
@@ -507,19 +507,17 @@ class EnforcementService:
         for bay_id, now in dirty.items():
             state, version = batch.bays[bay_id]
             assert state is not None
-            row = {"b": bay_id, "st": state.model_dump(mode="json"), "ver": version, "at": now}
+            row = {"bay_id": bay_id, "state": state.model_dump(mode="json"), "version": version, "updated_at": now}
             (updates if bay_id in batch.stored else inserts).append(row)
             batch.stored.add(bay_id)
         bays = BayStateRow.__table__  # type: ignore[attr-defined]
-        values = {"state": bindparam("st"), "version": bindparam("ver"), "updated_at": bindparam("at")}
-        if updates:
-            db.execute(bays.update().where(bays.c.bay_id == bindparam("b")).values(**values), updates)
-        if inserts:
-            db.execute(bays.insert().values(bay_id=bindparam("b"), **values), inserts)
+        # One statement per table on PostgreSQL whatever the count (models.db.insert_rows / update_rows).
+        update_rows(db, bays, updates, "bay_id")
+        insert_rows(db, bays, inserts)
         visits, batch.visits = batch.visits, {}
         if visits:
             rows = [self._visit_row(visit, now) for visit, now in visits.values()]
-            db.execute(self._upsert(VisitRow, ["visit_id"], [c for c in rows[0] if c != "visit_id"]), rows)
+            insert_rows(db, VisitRow.__table__, rows, ["visit_id"], [c for c in rows[0] if c != "visit_id"])
         states, batch.timers = batch.timers, {}
         if not states:
             return
@@ -532,7 +530,7 @@ class EnforcementService:
         if wanted:
             rows = [{"timer_id": t.timer_id, "bay_id": bay_id, "visit_id": t.visit_id, "kind": t.kind,
                      "due_at": t.due_at, "state": "pending"} for bay_id, t in wanted.values()]
-            db.execute(self._upsert(TimerRow, ["timer_id"], ["state"], only_if_changed="state"), rows)
+            insert_rows(db, timers, rows, ["timer_id"], ["state"], only_if_changed="state")
 
     @staticmethod
     def _visit_row(visit: Visit, now: datetime) -> dict[str, Any]:
@@ -545,9 +543,6 @@ class EnforcementService:
             "exempt": visit.exempt, "blacklisted": visit.blacklisted,
             "data": visit.model_dump(mode="json"), "updated_at": now,
         }
-
-    def _upsert(self, model: Any, key: list[str], update: list[str], only_if_changed: str | None = None) -> Any:
-        return upsert(self.engine.dialect.name, model.__table__, key, update, only_if_changed)
 
     # --- access outputs ---------------------------------------------------------------------
 

@@ -96,26 +96,53 @@ _RECORDSET_SQL: dict[tuple[Any, ...], str] = {}
 
 
 def insert_rows(db: Any, table: Any, rows: list[dict[str, Any]], key: list[str] | None = None,
-                update: list[str] | None = None) -> None:
+                update: list[str] | None = None, only_if_changed: str | None = None) -> None:
     """Insert many rows (all with the same keys) in one statement; with `key` and `update` an upsert as
     `upsert` makes. On PostgreSQL the rows travel as one JSON array, `INSERT ... SELECT ... FROM
     json_to_recordset(%s)`: one fixed statement (prepared once) and one C-encoded parameter whatever the
     count. executemany there is one round of the protocol per row with ~35 us of Python each; a multi-row
     VALUES is a new query text for psycopg to parse every time, and arrays per column are escaped element
     by element in Python: both slower. SQLite runs executemany (its loop is in C). An upsert's rows must
-    not repeat a key (PostgreSQL will not change a row twice in one statement)."""
+    not repeat a key (PostgreSQL will not change a row twice in one statement). `only_if_changed` as in
+    `upsert`."""
     if not rows:
         return
     dialect = db.get_bind().dialect
     if dialect.name != "postgresql":
-        stmt = table.insert() if key is None else upsert(dialect.name, table, key, update or [])
+        stmt = table.insert() if key is None else upsert(dialect.name, table, key, update or [], only_if_changed)
         db.execute(stmt, rows)
         return
     columns = list(rows[0])
-    cache_key = (table, tuple(columns), tuple(key or ()), tuple(update or ()))
+    cache_key = ("insert", table, tuple(columns), tuple(key or ()), tuple(update or ()), only_if_changed)
     sql = _RECORDSET_SQL.get(cache_key)
     if sql is None:
-        sql = _RECORDSET_SQL[cache_key] = _recordset_sql(dialect, table, columns, key, update)
+        sql = _RECORDSET_SQL[cache_key] = _recordset_sql(dialect, table, columns, key, update, only_if_changed)
+    db.connection().exec_driver_sql(sql, (json.dumps(rows, default=_json_value, allow_nan=False),))
+
+
+def update_rows(db: Any, table: Any, rows: list[dict[str, Any]], key: str) -> None:
+    """`UPDATE table SET <the rows' other columns> WHERE key = <the row's>` for many rows in one statement
+    on PostgreSQL (`UPDATE ... FROM json_to_recordset`, see `insert_rows`); executemany on SQLite."""
+    if not rows:
+        return
+    dialect = db.get_bind().dialect
+    columns = list(rows[0])
+    if dialect.name != "postgresql":
+        from sqlalchemy import bindparam
+
+        stmt = table.update().where(table.c[key] == bindparam(f"k_{key}"))
+        stmt = stmt.values({c: bindparam(f"k_{c}") for c in columns if c != key})
+        db.execute(stmt, [{f"k_{c}": v for c, v in row.items()} for row in rows])
+        return
+    cache_key = ("update", table, tuple(columns), key)
+    sql = _RECORDSET_SQL.get(cache_key)
+    if sql is None:
+        quote = dialect.identifier_preparer.quote
+        sets = ", ".join(f"{quote(c)} = u.{quote(c)}" for c in columns if c != key)
+        sql = (f"UPDATE {dialect.identifier_preparer.format_table(table)} AS t SET {sets} "
+               f"FROM json_to_recordset(%s::json) AS u({_column_types(dialect, table, columns)}) "
+               f"WHERE t.{quote(key)} = u.{quote(key)}")
+        _RECORDSET_SQL[cache_key] = sql
     db.connection().exec_driver_sql(sql, (json.dumps(rows, default=_json_value, allow_nan=False),))
 
 
@@ -127,8 +154,8 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} cannot be stored by insert_rows")
 
 
-def _recordset_sql(dialect: Any, table: Any, columns: list[str], key: list[str] | None,
-                   update: list[str] | None) -> str:
+def _column_types(dialect: Any, table: Any, columns: list[str]) -> str:
+    """`name type, ...` of a recordset's columns, as the table declares them."""
     from sqlalchemy import TypeDecorator
 
     from models.base import UTCDateTime
@@ -138,14 +165,23 @@ def _recordset_sql(dialect: Any, table: Any, columns: list[str], key: list[str] 
     for name in columns:
         typ = table.c[name].type
         own = isinstance(typ, TypeDecorator) and type(typ).process_bind_param is not TypeDecorator.process_bind_param
-        if own and not isinstance(typ, UTCDateTime):  # its conversion would be bypassed (UTC's is done above)
+        if own and not isinstance(typ, UTCDateTime):  # its conversion would be bypassed (UTC's is in _json_value)
             raise TypeError(f"insert_rows cannot store column {name} of type {type(typ).__name__}")
         types.append(f"{quote(name)} {typ.compile(dialect=dialect)}")
+    return ", ".join(types)
+
+
+def _recordset_sql(dialect: Any, table: Any, columns: list[str], key: list[str] | None,
+                   update: list[str] | None, only_if_changed: str | None) -> str:
+    quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(n) for n in columns)
-    sql = (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names}) "
-           f"SELECT {names} FROM json_to_recordset(%s::json) AS u({', '.join(types)})")
+    target = dialect.identifier_preparer.format_table(table)
+    sql = (f"INSERT INTO {target} ({names}) "
+           f"SELECT {names} FROM json_to_recordset(%s::json) AS u({_column_types(dialect, table, columns)})")
     if key:
         sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update or [])
         action = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
+        if sets and only_if_changed:
+            action += f" WHERE {target}.{quote(only_if_changed)} <> EXCLUDED.{quote(only_if_changed)}"
         sql += f" ON CONFLICT ({', '.join(quote(k) for k in key)}) {action}"
     return sql

@@ -71,3 +71,50 @@ def test_naive_times_are_refused_as_by_the_column_type(engine):
            "payload": {}}
     with Session(engine) as db, pytest.raises(Exception, match="naive datetime"):
         insert_rows(db, StoredEvent.__table__, [row])
+
+
+def test_update_rows_changes_the_rows_of_their_keys_only(engine):
+    from models.db import update_rows
+    from models.tables import BayStateRow
+
+    table = BayStateRow.__table__
+    with Session(engine) as db:
+        insert_rows(db, table, [{"bay_id": b, "state": {"n": 0}, "version": 1, "updated_at": T0} for b in "ABC"])
+        db.commit()
+        update_rows(db, table, [{"bay_id": "A", "state": {"n": 1}, "version": 2, "updated_at": T0 + timedelta(1)},
+                                {"bay_id": "C", "state": {"n": 3}, "version": 5, "updated_at": T0},
+                                {"bay_id": "Z", "state": {"n": 9}, "version": 9, "updated_at": T0}], "bay_id")
+        db.commit()
+    with Session(engine) as db:
+        got = {r.bay_id: (r.state, r.version, r.updated_at) for r in db.exec(select(BayStateRow))}
+    assert got == {"A": ({"n": 1}, 2, T0 + timedelta(1)), "B": ({"n": 0}, 1, T0), "C": ({"n": 3}, 5, T0)}
+
+
+def test_upsert_only_if_changed_leaves_equal_rows_alone(engine):
+    from models.tables import TimerRow
+
+    table = TimerRow.__table__
+
+    def row(tid: str, state: str) -> dict:
+        return {"timer_id": tid, "bay_id": "B1", "visit_id": "v1", "kind": "overstay", "due_at": T0, "state": state}
+
+    def versions() -> dict[str, str]:  # PostgreSQL: a row version changes with every update, even to equal values
+        if engine.dialect.name != "postgresql":
+            return {}
+        with engine.connect() as conn:
+            return dict(conn.exec_driver_sql("SELECT timer_id, xmin::text FROM timers").all())
+
+    with Session(engine) as db:
+        insert_rows(db, table, [row("t1", "pending"), row("t2", "done")])
+        db.commit()
+    before = versions()
+    with Session(engine) as db:
+        insert_rows(db, table, [row("t1", "pending"), row("t2", "pending"), row("t3", "pending")], ["timer_id"],
+                    ["state"], only_if_changed="state")
+        db.commit()
+    after = versions()
+    with Session(engine) as db:
+        got = {t.timer_id: t.state for t in db.exec(select(TimerRow))}
+    assert got == {"t1": "pending", "t2": "pending", "t3": "pending"}
+    if before:
+        assert after["t1"] == before["t1"] and after["t2"] != before["t2"]  # t1 was left alone
