@@ -105,9 +105,11 @@ def create_app(
     app.state.ctx = ctx
     app.state.templates = make_templates()
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-    for module in (health, auth, users, tokens, audit, alerts, events, evidence, cameras, csms, enforcement, bays,
-                   outbox, driver, pages, stats, dash_admin,
-                   reads, sources,
+    # The intakes first: a request is matched against the routes in this order, and matching each
+    # router's routes was a third of an intake request's time when they came after the dashboard's.
+    for module in (sources, csms, events, health, auth, users, tokens, audit, alerts, evidence, cameras, enforcement,
+                   bays, outbox, driver, pages, stats, dash_admin,
+                   reads,
                    settings_api, dash_settings):
         app.include_router(module.router)
     app.include_router(cameras.recognition)
