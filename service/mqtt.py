@@ -149,7 +149,8 @@ class MqttComponent:
         from sources.formats import frigate_reads
         from sources.reads import SourceError
 
-        source = next((s for s in self.frigate if msg.topic.startswith(f"{s.topic}/")), None)
+        topic = msg.topic  # paho decodes it on every access
+        source = next((s for s in self.frigate if topic.startswith(f"{s.topic}/")), None)
         if source is None:
             return
         now = self.ctx.clock()
@@ -159,7 +160,7 @@ class MqttComponent:
             self._refused(source.name, now, f"more than {source.max_per_s:g} messages per second: dropped")
             return
         try:
-            reads = frigate_reads(msg.topic, msg.payload, source.topic, now)
+            reads = frigate_reads(topic, msg.payload, source.topic, now)
             if not reads:
                 return
             reads = [self._with_snapshot(source, msg.payload, r) for r in reads]
@@ -168,7 +169,7 @@ class MqttComponent:
             # reading the broker meanwhile, and waits only when the writer falls far behind.
             writer = self.ctx.intake()
             stored = writer.submit(source, items, now)
-            stored.add_done_callback(lambda f: self._stored(f, source.name, msg.topic, now))
+            stored.add_done_callback(lambda f: self._stored(f, source.name, topic, now))
             if writer.backlog() > MAX_BACKLOG:
                 stored.exception(timeout=60)
         except SourceError as exc:
