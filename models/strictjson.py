@@ -27,12 +27,23 @@ def _finite(text: str) -> float:
     return value
 
 
+# One decoder for every call: json.loads with hooks builds a new decoder and scanner each time (most of
+# the cost of a small message, and the MQTT intake parses thousands a second).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
 def loads(raw: str | bytes | bytearray) -> Any:
     """Parse JSON, refusing non-finite numbers, NUL characters and nesting too deep for the parser (ValueError)."""
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
-    if _NUL.search(data):
+    if isinstance(raw, str):
+        text, data = raw, raw.encode("utf-8", "surrogatepass")
+    else:
+        data = bytes(raw)
+        text = data.decode(json.detect_encoding(data), "surrogatepass")  # as json.loads does with bytes
+    if "\\" in text and _NUL.search(data):
         raise ValueError("a string holds a NUL character (\\u0000)")
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
     try:
-        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        return _DECODER.decode(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
