@@ -91,7 +91,6 @@ def upsert(dialect: str, table: Any, key: list[str], update: list[str], only_if_
     return stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in update}, where=where)
 
 
-
 _RECORDSET_SQL: dict[tuple[Any, ...], str] = {}
 
 
