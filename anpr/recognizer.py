@@ -602,11 +602,19 @@ def _suppress_overlaps(candidates: Sequence[PlateCandidate]) -> list[PlateCandid
             kept.append(c)
             continue
         k = kept[clash]
-        if c.text and k.text and len(c.text) > len(k.text) and k.text in c.text:
+        if c.text and k.text and len(c.text) > len(k.text) and k.text in c.text and _widths_fit(c, k):
             kept[clash] = c
         elif c.text and c.text == k.text and _area(c.box) < _area(k.box):
             kept[clash] = replace(k, box=c.box)
     return kept
+
+
+def _widths_fit(longer: PlateCandidate, shorter: PlateCandidate) -> bool:
+    """The longer read's extra characters account for its extra width: a box half a plate wide reads
+    half the text, while a box three times the plate's width that reads one character more took that
+    character from the bumper or the plate holder around it."""
+    ratio = (longer.box[2] - longer.box[0]) / max(shorter.box[2] - shorter.box[0], 1e-6)
+    return ratio <= 1.5 * len(longer.text or "") / max(len(shorter.text or ""), 1)
 
 
 def _area(b: Sequence[float]) -> float:

@@ -134,6 +134,16 @@ def test_overlapping_candidates_keep_the_fuller_read() -> None:
     assert [c.text for c in kept] == ["RK755AJ", "BA123CD"]
 
 
+def test_a_much_wider_box_does_not_win_by_one_extra_character() -> None:
+    # us-scenes 081: the plate's own box read MX117; a low-scored box three times as wide (bumper and
+    # plate holder) read ZMX117. One more character cannot account for three times the width.
+    from anpr.recognizer import _suppress_overlaps
+
+    plate = PlateCandidate((533, 444, 618, 484), 0.85, "MX117", 0.99, format_name="generic")
+    bumper = PlateCandidate((371, 442, 629, 489), 0.27, "ZMX117", 0.97, format_name="generic")
+    assert [c.text for c in _suppress_overlaps([bumper, plate])] == ["MX117"]
+
+
 def test_the_same_read_in_two_boxes_keeps_the_tighter_box() -> None:
     # A loose box around plate holder and bumper reads the plate as surely as the tight one: the
     # kept read (its score unchanged) moves to the box that places the plate better.
