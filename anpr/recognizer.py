@@ -386,7 +386,8 @@ class PlateRecognizer:
         detections = sorted((d for d in detections if d.score >= self.det_conf), key=lambda d: -d.score)
         timings.detect_ms += (time.perf_counter() - t0) * 1000
 
-        candidates = self._read_detections(image, detections, [], timings)
+        det_boxes: dict[Box, Box] = {}
+        candidates = self._read_detections(image, detections, [], timings, det_boxes)
         want_tiles = self.tiles == "always" or (
             self.tiles == "fallback" and not any(self._verified(c) for c in candidates)
         )
@@ -397,7 +398,7 @@ class PlateRecognizer:
             more = [d for d in detect_tiled(self.detector, image) if d.score >= self.det_conf]
             timings.detect_ms += (time.perf_counter() - t0) * 1000
             more = [d for d in more if not any(iou(d.box, c.box) > 0.3 for c in candidates)]
-            candidates = candidates + self._read_detections(image, more, candidates, timings)
+            candidates = candidates + self._read_detections(image, more, candidates, timings, det_boxes)
 
         # The whole-frame text detector is the fallback of frames too small for windows: on large
         # frames the windows found what it found (train-split US scenes and plates-train:val read the
@@ -408,11 +409,11 @@ class PlateRecognizer:
         if want_proposals and self.proposer is not None:
             candidates.extend(self._from_text_proposals(image, candidates, timings))
         self.last_timings = timings
-        return _suppress_overlaps(candidates)
+        return [_plate_extent(c, det_boxes) for c in _suppress_overlaps(candidates)]
 
     def _read_detections(
         self, image: np.ndarray, detections: Sequence[Detection], existing: Sequence[PlateCandidate],
-        timings: Timings,
+        timings: Timings, det_boxes: dict[Box, Box],
     ) -> list[PlateCandidate]:
         t0 = time.perf_counter()
         candidates: list[PlateCandidate] = []
@@ -424,6 +425,7 @@ class PlateRecognizer:
             timings.detect_ms += refine_ms
             timings.ocr_ms -= refine_ms
             cand = self._candidate(box, det.score, self.read_box(image, box))
+            det_boxes[cand.box] = det.box
             if det.score >= self.accept_conf or self._verified(cand):
                 candidates.append(cand)
         timings.ocr_ms += (time.perf_counter() - t0) * 1000
@@ -615,6 +617,19 @@ def _widths_fit(longer: PlateCandidate, shorter: PlateCandidate) -> bool:
     character from the bumper or the plate holder around it."""
     ratio = (longer.box[2] - longer.box[0]) / max(shorter.box[2] - shorter.box[0], 1e-6)
     return ratio <= 1.5 * len(longer.text or "") / max(len(shorter.text or ""), 1)
+
+
+def _plate_extent(c: PlateCandidate, det_boxes: dict[Box, Box]) -> PlateCandidate:
+    """The box a candidate reports as its plate. Reading uses the detection cut to the text
+    (`box_shrink`, `refine_box`); the plate reaches further, above and below its text: half of what
+    the cut took off the detector's box is given back (chosen on the val splits: plates-train-extra
+    detection recall 0.51 -> 0.61 at IoU 0.5, plates-train 0.936 -> 0.949; the detector's whole
+    height, which it draws too tall on US plates, lost train-crop US scenes 0.985 -> 0.96)."""
+    det = det_boxes.get(c.box)
+    if det is None:
+        return c
+    x1, y1, x2, y2 = c.box
+    return replace(c, box=(x1, min(y1, (y1 + det[1]) / 2), x2, max(y2, (y2 + det[3]) / 2)))
 
 
 def _area(b: Sequence[float]) -> float:
