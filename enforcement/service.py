@@ -50,7 +50,7 @@ from models.events import (
 )
 from models.leases import LeaseLost
 from models.settings import BaySettings, EnforcementSettings
-from models.tables import AccessLog, Alert, BayStateRow, ListEntry, Penalty, TimerRow, Vehicle, VisitRow
+from models.tables import AccessLog, Alert, BayStateRow, ListEntry, ListsVersion, Penalty, TimerRow, Vehicle, VisitRow
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,9 @@ def check_rules(cfg: EnforcementSettings) -> list[str]:
     return problems
 
 
+Lists = tuple[tuple[WhitelistEntry, ...], tuple[BlacklistEntry, ...], tuple[str, ...]]
+
+
 class EnforcementService:
     def __init__(
         self,
@@ -147,6 +150,9 @@ class EnforcementService:
                 self._by_charger.setdefault(b.charge_point_id, []).append(b.bay_id)
         self._after_commit: list[tuple[int, BaySettings, AccessDecision]] = []
         self._max_ban_h = max((r.return_ban_hours for r in self.rules.values()), default=0)
+        # (lists version, lists) last read; `lists_loaded` counts the reads (tests, diagnostics)
+        self._lists_cache: tuple[int, Lists] | None = None
+        self.lists_loaded = 0
 
     # --- routing ----------------------------------------------------------------------------
 
@@ -319,23 +325,43 @@ class EnforcementService:
         batch.dirty[bay_id] = now
         return len(decision.actions)
 
-    def _lists(self, db: Session) -> tuple[tuple[WhitelistEntry, ...], tuple[BlacklistEntry, ...], tuple[str, ...]]:
-        """White list, black list and known plates, read once per transaction: the engine never writes
-        them, so every event of a batch sees what the transaction's first read saw."""
+    def _lists(self, db: Session) -> Lists:
+        """White list, black list and known plates, fixed for the transaction: the engine never writes
+        them, so every event of a batch sees what the transaction's first look saw. They are read
+        again only when `lists_version` moved (triggers bump it on any change to either table, by any
+        writer); reading 10,000 vehicles and 2,000 list entries took ~80 ms, per batch."""
         memo = db.info.get("baywarden.lists")
         if memo is not None:
             return memo
-        white, black = [], []
-        for e in db.exec(select(ListEntry)):
-            if e.list == "white":
-                white.append(WhitelistEntry(plate=e.plate, owner=e.owner, reason=e.reason,
-                                            valid_from=e.valid_from, valid_until=e.valid_until))
-            else:
-                black.append(BlacklistEntry(plate=e.plate, reason=e.reason, priority=e.priority,
-                                            valid_from=e.valid_from, valid_until=e.valid_until))
-        memo = (tuple(white), tuple(black), tuple(db.exec(select(Vehicle.plate))))
+        # The version is read before the lists: lists read after it are at least as new as it says.
+        version = db.execute(
+            sa_select(ListsVersion.version).where(ListsVersion.name == "lists")  # type: ignore[arg-type]
+        ).scalar_one_or_none()
+        cached = self._lists_cache
+        if version is not None and cached is not None and cached[0] == version:
+            memo = cached[1]
+        else:
+            memo = self._read_lists(db)
+            self.lists_loaded += 1
+            self._lists_cache = (version, memo) if version is not None else None
         db.info["baywarden.lists"] = memo
         return memo
+
+    @staticmethod
+    def _read_lists(db: Session) -> Lists:
+        c = ListEntry.__table__.c  # type: ignore[attr-defined]
+        white, black = [], []
+        for kind, plate, owner, reason, priority, valid_from, valid_until in db.execute(
+            sa_select(c.list, c.plate, c.owner, c.reason, c.priority, c.valid_from, c.valid_until).order_by(c.id)
+        ):
+            if kind == "white":
+                white.append(WhitelistEntry(plate=plate, owner=owner, reason=reason,
+                                            valid_from=valid_from, valid_until=valid_until))
+            else:
+                black.append(BlacklistEntry(plate=plate, reason=reason, priority=priority,
+                                            valid_from=valid_from, valid_until=valid_until))
+        known = tuple(db.execute(sa_select(Vehicle.plate)).scalars())  # type: ignore[call-overload]
+        return tuple(white), tuple(black), known
 
     def _context(self, db: Session, bay_id: str, now: datetime) -> DecideContext:
         rules = self.rules[bay_id]

@@ -446,6 +446,15 @@ class Vehicle(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class ListsVersion(SQLModel, table=True):
+    """A counter that database triggers bump on every change to `list_entries` or `vehicles` (migration
+    0013), whoever writes: the engine keeps the lists in memory and reads them again only when it moved."""
+
+    __tablename__ = "lists_version"
+    name: str = Field(primary_key=True, max_length=32)
+    version: int = 0
+
+
 class ConsumerCursor(SQLModel, table=True):
     """How far a consumer of the event inbox has read (the enforcement engine)."""
 

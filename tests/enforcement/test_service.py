@@ -138,6 +138,49 @@ def test_whitelisted_car_never_penalised_blacklisted_alerts(env):
     assert alert.severity == "critical" and "BL4C" in alert.title
 
 
+def test_list_changes_reach_the_engine_between_batches(env):
+    # The engine reads the lists again only when their version moved (a trigger bumps it on any
+    # write): a blacklist entry added, edited or removed by plain SQL is seen by the next batch.
+    from sqlalchemy import text
+
+    settings, client, clock, comp, auth, csrf = env
+    t0 = clock()
+    engine = make_engine(settings.db_url)
+
+    def sql(statement):
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+
+    def blacklist_alerts():
+        return [a for a in rows(settings, Alert) if a.kind == "blacklist"]
+
+    post(client, auth, arrive(1, t0, "ST0LEN1"))
+    comp.drain()
+    loaded = comp.service.lists_loaded
+    assert blacklist_alerts() == []
+    post(client, auth, depart(1, t0, t0 + timedelta(minutes=1), "ST0LEN1"), arrive(2, t0, "OTHER22", bay="B2"))
+    comp.drain()
+    assert comp.service.lists_loaded == loaded  # nothing changed: no second read of the lists
+    sql("INSERT INTO list_entries (list, plate, owner, reason, priority, created_by, created_at) "
+        "VALUES ('black', 'ST0LEN1', '', 'stolen', 9, '', '2026-01-01 00:00:00+00:00')")
+    post(client, auth, arrive(3, t0 + timedelta(minutes=2), "ST0LEN1"))
+    comp.drain()
+    assert [a.title for a in blacklist_alerts()] and comp.service.lists_loaded == loaded + 1
+    sql("UPDATE list_entries SET plate = 'OTHER22'")
+    post(client, auth, depart(3, t0, t0 + timedelta(minutes=3), "ST0LEN1"),
+         depart(2, t0, t0 + timedelta(minutes=3), "OTHER22", bay="B2"),
+         arrive(4, t0 + timedelta(minutes=4), "ST0LEN1"), arrive(5, t0 + timedelta(minutes=4), "OTHER22", bay="B2"))
+    comp.drain()
+    alerts = blacklist_alerts()
+    assert len(alerts) == 2 and "OTHER22" in alerts[-1].title + alerts[-1].detail
+    sql("DELETE FROM list_entries")
+    post(client, auth, depart(5, t0, t0 + timedelta(minutes=5), "OTHER22", bay="B2"),
+         arrive(6, t0 + timedelta(minutes=6), "OTHER22", bay="B2"))
+    comp.drain()
+    assert len(blacklist_alerts()) == 2
+    engine.dispose()
+
+
 def test_low_confidence_read_goes_to_review(env):
     settings, client, clock, comp, auth, _ = env
     t0 = clock()

@@ -1,5 +1,6 @@
 """Migrations and storage, on SQLite and on a real PostgreSQL server."""
 
+import itertools
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -17,7 +18,7 @@ def test_migrations_match_models_and_are_idempotent(db_url):
     upgrade(db_url)  # a second run is a no-op
     engine = make_engine(db_url)
     try:
-        assert current_revision(engine) == head_revision() == "0012"
+        assert current_revision(engine) == head_revision() == "0013"
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
@@ -93,3 +94,37 @@ def test_data_folder_and_database_are_private(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(data.stat().st_mode) == 0o750
     assert stat.S_IMODE((data / "baywarden.db").stat().st_mode) == 0o600
+
+
+def test_lists_version_moves_on_every_change_to_lists_and_vehicles(db_url):
+    # The engine caches the lists while this counter stands still (enforcement.service._lists): any
+    # writer (ORM, plain SQL, another instance) must move it, and nothing else may.
+    from sqlalchemy import text
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+
+    def version() -> int:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version FROM lists_version WHERE name = 'lists'")).scalar_one()
+
+    try:
+        seen = [version()]
+        for sql in (
+            "INSERT INTO list_entries (list, plate, owner, reason, priority, created_by, created_at) "
+            "VALUES ('white', 'AB123CD', '', '', 5, '', '2026-01-01 00:00:00+00:00')",
+            "UPDATE list_entries SET reason = 'staff'",
+            "DELETE FROM list_entries",
+            "INSERT INTO vehicles (plate, owner_name, created_at) VALUES ('XY987ZW', 'A', '2026-01-01 00:00:00+00:00')",
+            "UPDATE vehicles SET owner_name = 'B'",
+            "DELETE FROM vehicles",
+        ):
+            with engine.begin() as conn:
+                conn.execute(text(sql))
+            seen.append(version())
+        assert all(b > a for a, b in itertools.pairwise(seen)), seen
+        with engine.begin() as conn:  # other tables leave it alone
+            conn.execute(text("UPDATE consumer_cursors SET seq = seq + 1"))
+        assert version() == seen[-1]
+    finally:
+        engine.dispose()
