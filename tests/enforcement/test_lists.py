@@ -91,3 +91,34 @@ def test_plate_distance_cutoff():
 )
 def test_correct_plate(read, known, expect):
     assert correct_plate(read, known, 1) == expect
+
+
+def _nearest_by_scan(plate, known, max_distance):
+    """The definition, one known plate at a time: the reference for `correct_plate`."""
+    wanted = normalise_plate(plate)
+    if wanted is None:
+        return None
+    best_d, best = max_distance + 1, set()
+    for raw in known:
+        cand = normalise_plate(raw)
+        if cand is None:
+            continue
+        d = plate_distance(wanted, cand, max_distance)
+        if d < best_d:
+            best_d, best = d, {cand}
+        elif d == best_d and d <= max_distance:
+            best.add(cand)
+    return (next(iter(best)), best_d) if best_d <= max_distance and len(best) == 1 else None
+
+
+def test_correct_plate_agrees_with_the_scan_it_replaces() -> None:
+    # correct_plate runs one C loop over the (normalised, distinct) registry; it must answer exactly as
+    # the plain scan does, duplicates, unnormalised and empty registry plates included.
+    rng = random.Random(20261206)
+    alphabet = "AB0O18I"
+    for _ in range(5000):
+        known = tuple("".join(rng.choice(alphabet + "- x") for _ in range(rng.randint(0, 6)))
+                      for _ in range(rng.randint(0, 6)))
+        plate = "".join(rng.choice(alphabet + "-") for _ in range(rng.randint(0, 6)))
+        d = rng.randint(0, 3)
+        assert correct_plate(plate, known, d) == _nearest_by_scan(plate, known, d), (plate, known, d)
