@@ -2,6 +2,7 @@
 
     python bench/fleet.py --postgres postgresql+psycopg://postgres@127.0.0.1:55432/postgres \
         [--bays 10000 --sites 200 --shards 8 --instances 1,2,4 --rate 300 --seconds 10 --kills 3]
+        [--vehicles 10000 --list-entries 2000]
 
 For each instance count, on a fresh database with `--bays` bays spread over `--sites` sites:
 - throughput: one stored arrival per bay, then the engines start; events/s from the first decision to
@@ -95,6 +96,24 @@ def store(url: str, events: list) -> None:
     eng.dispose()
 
 
+def seed_lists(url: str, vehicles: int, entries: int) -> None:
+    """A site's registry: `vehicles` registered plates and `entries` white/black list entries (plates
+    that none of the bench's cars carries, so every read is compared with all of them)."""
+    if not vehicles and not entries:
+        return
+    eng = create_engine(url)
+    now = datetime.now(UTC)
+    with eng.begin() as conn:
+        if vehicles:
+            conn.execute(text("INSERT INTO vehicles (plate, owner_name, created_at) VALUES (:p, '', :t)"),
+                         [{"p": f"V{i:07d}", "t": now} for i in range(vehicles)])
+        if entries:
+            conn.execute(text("INSERT INTO list_entries (list, plate, owner, reason, priority, created_by, created_at) "
+                              "VALUES (:l, :p, '', '', 5, '', :t)"),
+                         [{"l": "white" if i % 2 else "black", "p": f"L{i:07d}", "t": now} for i in range(entries)])
+    eng.dispose()
+
+
 def start_workers(url: str, n: int, args: argparse.Namespace) -> list[subprocess.Popen]:
     procs = []
     for _ in range(n):
@@ -134,6 +153,7 @@ def run(args: argparse.Namespace, n: int, kills: int) -> dict:
 
     url = fresh_pg(args.postgres)
     upgrade(url)
+    seed_lists(url, args.vehicles, args.list_entries)
     t0 = datetime.now(UTC) - timedelta(hours=1)
     arrivals = [VehicleArrived(at=t0, presence_id=f"p{i}", camera="cam", bay_id=f"B{i}", plate=f"AB{i:05d}",
                                confidence=0.97) for i in range(args.bays)]
@@ -173,6 +193,7 @@ def run(args: argparse.Namespace, n: int, kills: int) -> dict:
         eng.dispose()
         lat = sorted((decided[b] - received[b]).total_seconds() for b in received if b in decided)
         out = {"instances": n, "shards": args.shards, "bays": args.bays, "sites": args.sites,
+               "vehicles": args.vehicles, "list_entries": args.list_entries,
                "backlog_events_per_s": round(rate, 1),
                "paced_rate": args.rate, "latency_p50_s": round(statistics.median(lat), 3),
                "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3)}
@@ -222,6 +243,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--takeover", type=float, default=10.0, help="ha.takeover_s of the engines")
+    ap.add_argument("--vehicles", type=int, default=0, help="registered vehicles seeded before the engines start")
+    ap.add_argument("--list-entries", type=int, default=0, help="white/black list entries seeded likewise")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
