@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from anpr.detector import Detection, PlateDetector, detect_tiled
-from anpr.ensemble import EnsembleReader
+from anpr.ensemble import UNTRUSTED_CAP, EnsembleReader, fold_lookalikes
 from anpr.ocr import BatchOcr, OcrBackend, TextBox, TextProposer, TextRead
 from anpr.plates import (
     PlateFormat,
@@ -387,7 +387,8 @@ class PlateRecognizer:
         timings.detect_ms += (time.perf_counter() - t0) * 1000
 
         det_boxes: dict[Box, Box] = {}
-        candidates = self._read_detections(image, detections, [], timings, det_boxes)
+        weak: list[PlateCandidate] = []  # reads too unsure to be plates, still looks at one (_suppress_overlaps)
+        candidates = self._read_detections(image, detections, [], timings, det_boxes, weak)
         want_tiles = self.tiles == "always" or (
             self.tiles == "fallback" and not any(self._verified(c) for c in candidates)
         )
@@ -398,7 +399,7 @@ class PlateRecognizer:
             more = [d for d in detect_tiled(self.detector, image) if d.score >= self.det_conf]
             timings.detect_ms += (time.perf_counter() - t0) * 1000
             more = [d for d in more if not any(iou(d.box, c.box) > 0.3 for c in candidates)]
-            candidates = candidates + self._read_detections(image, more, candidates, timings, det_boxes)
+            candidates = candidates + self._read_detections(image, more, candidates, timings, det_boxes, weak)
 
         # The whole-frame text detector is the fallback of frames too small for windows: on large
         # frames the windows found what it found (train-split US scenes and plates-train:val read the
@@ -409,11 +410,11 @@ class PlateRecognizer:
         if want_proposals and self.proposer is not None:
             candidates.extend(self._from_text_proposals(image, candidates, timings))
         self.last_timings = timings
-        return [_plate_extent(c, det_boxes) for c in _suppress_overlaps(candidates)]
+        return [_plate_extent(c, det_boxes) for c in _suppress_overlaps(candidates, weak)]
 
     def _read_detections(
         self, image: np.ndarray, detections: Sequence[Detection], existing: Sequence[PlateCandidate],
-        timings: Timings, det_boxes: dict[Box, Box],
+        timings: Timings, det_boxes: dict[Box, Box], weak: list[PlateCandidate] | None = None,
     ) -> list[PlateCandidate]:
         t0 = time.perf_counter()
         candidates: list[PlateCandidate] = []
@@ -428,6 +429,8 @@ class PlateRecognizer:
             det_boxes[cand.box] = det.box
             if det.score >= self.accept_conf or self._verified(cand):
                 candidates.append(cand)
+            elif weak is not None and cand.text:
+                weak.append(cand)
         timings.ocr_ms += (time.perf_counter() - t0) * 1000
         return candidates
 
@@ -591,24 +594,50 @@ def _rank(c: PlateCandidate) -> tuple[bool, bool, float]:
     return (_formatted(c), c.text is not None, max(c.det_confidence, 0.05) * max(c.confidence, 0.05))
 
 
-def _suppress_overlaps(candidates: Sequence[PlateCandidate]) -> list[PlateCandidate]:
+def _suppress_overlaps(
+    candidates: Sequence[PlateCandidate], weak: Sequence[PlateCandidate] = ()
+) -> list[PlateCandidate]:
     """Best first; drop a candidate that mostly lies on a better one (two plates never overlap,
     but a detector may box one plate twice, or half of it). When the dropped one read a longer
     text that contains the kept one's, it saw more of the plate: it takes the place instead. When
     both read the same text, the smaller box places the plate better (the larger one also holds the
-    plate holder or bumper around it): the kept read moves to the smaller box, its score unchanged."""
+    plate holder or bumper around it): the kept read moves to the smaller box, its score unchanged.
+    When another look at the same plate (an overlapping candidate, or a `weak` read not taken as a
+    plate) read the same characters but for a look-alike glyph (2CZ3587 against ZCZ3587), the reader
+    cannot tell that glyph here: the kept read is capped below auto-accept (`_contested`)."""
     kept: list[PlateCandidate] = []
+    rivals: list[list[str]] = []
     for c in sorted(candidates, key=_rank, reverse=True):
         clash = next((i for i, k in enumerate(kept) if _overlap_of_smaller(c.box, k.box) >= 0.5), None)
         if clash is None:
             kept.append(c)
+            rivals.append([])
             continue
         k = kept[clash]
+        if c.text:
+            rivals[clash].append(c.text)
         if c.text and k.text and len(c.text) > len(k.text) and k.text in c.text and _widths_fit(c, k):
             kept[clash] = c
+            rivals[clash].append(k.text)
         elif c.text and c.text == k.text and _area(c.box) < _area(k.box):
             kept[clash] = replace(k, box=c.box)
-    return kept
+    for i, k in enumerate(kept):
+        rivals[i].extend(w.text for w in weak if w.text and _overlap_of_smaller(w.box, k.box) >= 0.5)
+    return [_contested(k) if _lookalike_rival(k.text, r) else k for k, r in zip(kept, rivals, strict=True)]
+
+
+def _lookalike_rival(text: str | None, others: Sequence[str]) -> bool:
+    """Another read of the same plate differs from `text` only in near-identical glyphs."""
+    if not text:
+        return False
+    folded = fold_lookalikes(text)
+    return any(o != text and len(o) == len(text) and fold_lookalikes(o) == folded for o in others)
+
+
+def _contested(c: PlateCandidate) -> PlateCandidate:
+    cap = UNTRUSTED_CAP
+    chars = tuple(min(x, cap) for x in c.char_confidences)
+    return replace(c, confidence=min(c.confidence, cap), char_confidences=chars)
 
 
 def _widths_fit(longer: PlateCandidate, shorter: PlateCandidate) -> bool:

@@ -144,6 +144,56 @@ def test_a_much_wider_box_does_not_win_by_one_extra_character() -> None:
     assert [c.text for c in _suppress_overlaps([bumper, plate])] == ["MX117"]
 
 
+def test_two_looks_that_differ_in_a_look_alike_glyph_are_not_auto_accepted() -> None:
+    # A train-crop US scene: the plate's box read ZCZ3587 at 0.99 (both readers agreeing), a weaker
+    # box on the same plate read 2CZ3587 (the label). The reader cannot tell Z from 2 on this plate,
+    # so the kept read stays, capped below auto-accept, for the operator to look at.
+    from anpr.recognizer import _suppress_overlaps
+
+    plate = PlateCandidate((479, 536, 552, 555), 0.39, "ZCZ3587", 0.99, (0.93, 0.99, 0.98, 0.99, 0.99, 0.99, 0.99))
+    other = PlateCandidate((464, 529, 547, 561), 0.12, "2CZ3587", 0.5)
+    elsewhere = PlateCandidate((100, 100, 180, 130), 0.12, "2CZ3587", 0.5)
+    partial = PlateCandidate((464, 529, 547, 561), 0.12, "ZC358", 0.5)
+    for rivals in ([other], [partial, other]):
+        (kept,) = _suppress_overlaps([plate], rivals)
+        assert kept.text == "ZCZ3587" and kept.confidence == 0.5 and max(kept.char_confidences) == 0.5
+    (kept,) = _suppress_overlaps([plate, other])  # the same as an overlapping candidate
+    assert kept.text == "ZCZ3587" and kept.confidence == 0.5
+    # a read of another plate, a shorter read, or a different character is no such doubt
+    for rivals in ([elsewhere], [partial], [PlateCandidate((464, 529, 547, 561), 0.12, "ZCZ3581", 0.5)]):
+        assert _suppress_overlaps([plate], rivals)[0].confidence == 0.99
+
+
+def test_a_weak_detection_still_counts_as_a_look_at_the_plate() -> None:
+    from anpr.detector import Detection
+    from anpr.recognizer import PlateRecognizer
+
+    class TwoBoxes:
+        def detect(self, image):
+            return [Detection((40.0, 100.0, 120.0, 130.0), 0.9), Detection((30.0, 95.0, 125.0, 135.0), 0.2)]
+
+    class Reader:
+        name = "plain"
+
+        def __init__(self, texts):
+            self.texts = list(texts)
+
+        def read(self, crop):
+            return [TextRead(self.texts.pop(0), 0.995)]
+
+    image = np.zeros((200, 200, 3), np.uint8)
+
+    def recognize(texts):
+        rec = PlateRecognizer(TwoBoxes(), Reader(texts), "generic", refine_boxes=False, text_proposals="off",
+                              variants=("tight",))
+        return rec.recognize(image)
+
+    (cand,) = recognize(["ZCZ3587", "2CZ3587"])  # the weak box is no plate of its own, but it doubts the Z
+    assert cand.text == "ZCZ3587" and cand.confidence == 0.5
+    (cand,) = recognize(["ZCZ3587", "ZCZ3587"])
+    assert cand.text == "ZCZ3587" and cand.confidence > 0.9
+
+
 def test_the_same_read_in_two_boxes_keeps_the_tighter_box() -> None:
     # A loose box around plate holder and bumper reads the plate as surely as the tight one: the
     # kept read (its score unchanged) moves to the box that places the plate better.
