@@ -178,3 +178,24 @@ def test_drops_repeats_is_only_about_run_lengths():
     assert not drops_repeats("LLL333", "LL33")
     assert not drops_repeats("LM33", "LLL333") and not drops_repeats("AB", "ABC")
     assert not drops_repeats("L3L3", "LL33")
+
+
+def test_the_recogniser_decides_o_against_0_not_the_word_reader():
+    # A val-crop US scene: the trained recogniser read C2TURB0 (the label), RapidOCR, surer of itself,
+    # C2TURBO (a word). Between texts that differ only in O/0 the recogniser's posterior decides,
+    # in either direction; other look-alike pairs are still judged by both readers.
+    for region in ("generic", "us"):
+        ev = combine(read_of("C2TURB0", conf=0.9), read_of("C2TURBO", conf=0.99), get_regions(region))
+        assert ev is not None and ev.text == "C2TURB0"
+        ev = combine(read_of("355OCT", conf=0.9), read_of("3550CT", conf=0.99), get_regions(region))
+        assert ev is not None and ev.text == "355OCT"
+    ev = combine(read_of("IT10294", conf=0.9), read_of("1T10294", conf=0.99), get_regions("generic"))
+    assert ev is not None and ev.text == "1T10294"
+
+
+def test_differ_in_round_glyphs_only():
+    from anpr.ensemble import differ_in_round_glyphs_only
+
+    assert differ_in_round_glyphs_only("C2TURB0", "C2TURBO") and differ_in_round_glyphs_only("0O", "O0")
+    assert not differ_in_round_glyphs_only("ABC", "ABC") and not differ_in_round_glyphs_only("C2TURB0", "C2TURB")
+    assert not differ_in_round_glyphs_only("1T10294", "IT10294") and not differ_in_round_glyphs_only("0Q", "OO")
