@@ -56,6 +56,8 @@ class ReadEvidence:
     char_confidences: tuple[float, ...]
     format_name: str | None
     trusted: bool = True  # a region accepts it and the trained reader made it
+    # A region accepts it and it is long enough to be a plate; it may still have a look-alike twin.
+    plate_like: bool = True
 
 
 class Calibrator:
@@ -218,6 +220,7 @@ def combine(primary: TextRead | None, second: TextRead | None, regions: Sequence
         char_confidences=confs,
         format_name=verdicts[text].format_name if verdicts[text].accepted else None,
         trusted=bool(accepted) and len(text) >= MIN_TRUSTED_LEN and lookalike_twin(text) is None,
+        plate_like=bool(accepted) and len(text) >= MIN_TRUSTED_LEN,
     )
 
 
@@ -258,13 +261,16 @@ class EnsembleReader:
         best_s = max(s, key=lambda r: r.confidence) if s else None
         return combine(best_p, best_s, self.regions)
 
-    def confidence(self, ev: ReadEvidence) -> float:
+    def confidence(self, ev: ReadEvidence, *, plate: bool = False) -> float:
+        """The read's calibrated probability of being exact, capped below auto-accept when it is not
+        trusted. `plate`: the same without the look-alike twin's cap, i.e. how sure the read is to be
+        some plate's text at all (a twin is as much a plate as its read; `PlateRead.plate_confidence`)."""
         if self.calibrator is None:
             # Uncalibrated (tests, a fresh model): the read's own sequence probability, capped so
             # that nothing read this way skips operator review.
             return min(UNTRUSTED_CAP, math.exp(ev.features["ll_primary"]))
         p = self.calibrator(ev.features)
-        return p if ev.trusted else min(p, UNTRUSTED_CAP)
+        return p if (ev.plate_like if plate else ev.trusted) else min(p, UNTRUSTED_CAP)
 
     def read_crop(self, crop: np.ndarray) -> PlateRead | None:
         ev = self.evidence(crop)
@@ -282,4 +288,5 @@ class EnsembleReader:
             char_confidences=chars,
             raw_text=ev.raw_primary,
             score=math.log(max(conf, 1e-9)),
+            plate_confidence=self.confidence(ev, plate=True),
         )

@@ -256,6 +256,10 @@ class PlateRead:
     raw_text: str = ""
     score: float = 0.0  # log-domain evidence (OCR + format prior), comparable for one plate
     votes: int = 1
+    # How sure the read is to be a plate's text at all, where the reader says so apart from `confidence`
+    # (the ensemble: without the cap of a look-alike twin, which is a doubt about one glyph, not about
+    # there being a plate); None: `confidence`.
+    plate_confidence: float | None = None
 
 
 # A string that fits no format at all (not even the generic 4-8 fallback) is ranked this far below

@@ -537,7 +537,8 @@ class PlateRecognizer:
         a region accepts it and it is read with some confidence."""
         if self.reader is None:
             return _formatted(c)
-        return bool(c.text) and c.format_name is not None and c.confidence >= self.proposal_min_confidence
+        sure = c.confidence if c.plate_confidence is None else c.plate_confidence
+        return bool(c.text) and c.format_name is not None and sure >= self.proposal_min_confidence
 
     @staticmethod
     def _candidate(box: Box, det_conf: float, read: PlateRead | None) -> PlateCandidate:
@@ -551,6 +552,7 @@ class PlateRecognizer:
             char_confidences=read.char_confidences,
             format_name=read.format_name,
             raw_text=read.raw_text,
+            plate_confidence=read.plate_confidence,
         )
 
     def _from_text_proposals(

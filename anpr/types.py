@@ -19,6 +19,7 @@ class PlateCandidate:
     char_confidences: tuple[float, ...] = field(default_factory=tuple)
     format_name: str | None = None  # the country format it matched, if any
     raw_text: str = ""
+    plate_confidence: float | None = None  # see anpr.plates.PlateRead; None: `confidence`
 
 
 class Recognizer(Protocol):

@@ -154,7 +154,15 @@ def test_a_read_with_an_equally_plausible_lookalike_twin_is_never_sure():
     sure = Calibrator([1.0, 1.0, 1.0, 5.0], 10.0)
     crop = np.zeros((20, 80, 3), np.uint8)
     reader = EnsembleReader(_Fixed(read_of("BA2681M")), _Fixed(read_of("BA2681M")), get_regions("generic"), sure)
-    assert reader.read_crop(crop).confidence <= UNTRUSTED_CAP
+    read = reader.read_crop(crop)
+    assert read.confidence <= UNTRUSTED_CAP
+    # The twin is a doubt about one glyph, not about there being a plate: how sure the read is to be a
+    # plate's text (what tells plates from other text in a frame) keeps the calibrated probability.
+    assert read.plate_confidence is not None and read.plate_confidence > 0.99
+    for text in ("SK", "TEXAS"):  # a badge or a state's name is no plate either way
+        reader = EnsembleReader(_Fixed(read_of(text)), _Fixed(read_of(text)), get_regions("us"), sure)
+        read = reader.read_crop(crop)
+        assert read.confidence <= UNTRUSTED_CAP and read.plate_confidence <= UNTRUSTED_CAP
 
 
 def test_a_reader_that_merges_doubled_characters_never_shortens_the_read():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -162,6 +163,29 @@ def test_two_looks_that_differ_in_a_look_alike_glyph_are_not_auto_accepted() -> 
     # a read of another plate, a shorter read, or a different character is no such doubt
     for rivals in ([elsewhere], [partial], [PlateCandidate((464, 529, 547, 561), 0.12, "ZCZ3581", 0.5)]):
         assert _suppress_overlaps([plate], rivals)[0].confidence == 0.99
+
+
+class _NoReads:
+    name = "none"
+
+    def read(self, crop):
+        return []
+
+
+def test_a_plate_with_a_look_alike_twin_is_still_a_plate() -> None:
+    # US scene 031: a weak detection read B588779 right, capped at 0.5 for auto-accept because its
+    # twin (one near-identical glyph away) has a plate's shape too; that cap must not make the read
+    # "no plate": the frame then reported nothing.
+    from anpr.ensemble import EnsembleReader
+    from anpr.recognizer import PlateRecognizer
+    from anpr.regions import get_regions
+
+    ensemble = EnsembleReader(_NoReads(), None, get_regions("generic"), None)
+    rec = PlateRecognizer(None, None, "generic", text_proposals="off", reader=ensemble)
+    capped = PlateCandidate((587, 520, 652, 537), 0.25, "B588779", 0.5, format_name="generic")
+    assert not rec._verified(capped)
+    assert rec._verified(replace(capped, plate_confidence=0.97))
+    assert not rec._verified(replace(capped, plate_confidence=0.3))
 
 
 def test_a_weak_detection_still_counts_as_a_look_at_the_plate() -> None:
