@@ -618,7 +618,9 @@ def _suppress_overlaps(
         k = kept[clash]
         if c.text:
             rivals[clash].append(c.text)
-        if c.text and k.text and len(c.text) > len(k.text) and k.text in c.text and _widths_fit(c, k):
+        if c.text and k.text and len(c.text) > len(k.text) and (
+            (k.text in c.text and _widths_fit(c, k)) or _denser(c, k)
+        ):
             kept[clash] = c
             rivals[clash].append(k.text)
         elif c.text and c.text == k.text and _area(c.box) < _area(k.box):
@@ -640,6 +642,13 @@ def _contested(c: PlateCandidate) -> PlateCandidate:
     cap = UNTRUSTED_CAP
     chars = tuple(min(x, cap) for x in c.char_confidences)
     return replace(c, confidence=min(c.confidence, cap), char_confidences=chars)
+
+
+def _denser(longer: PlateCandidate, shorter: PlateCandidate) -> bool:
+    """The longer read comes from a box at most half as wide: a box several plates wide (bumper, plate
+    holder, a car's rear) that reads fewer characters than the plate's own box did not read the
+    plate's characters."""
+    return (longer.box[2] - longer.box[0]) * 2 <= shorter.box[2] - shorter.box[0]
 
 
 def _widths_fit(longer: PlateCandidate, shorter: PlateCandidate) -> bool:

@@ -218,6 +218,20 @@ def test_a_weak_detection_still_counts_as_a_look_at_the_plate() -> None:
     assert cand.text == "ZCZ3587" and cand.confidence > 0.9
 
 
+def test_a_box_several_plates_wide_that_reads_less_loses_to_the_plate_box() -> None:
+    # US scene 030: a box across the bumper (265 px) read 4T88 at 0.97; the plate's own box (69 px)
+    # read L824788, capped at 0.5 for its look-alike twin. The narrow box read more characters in
+    # less than half the width: it read the plate, the wide one did not.
+    from anpr.recognizer import _suppress_overlaps
+
+    bumper = PlateCandidate((570, 372, 835, 438), 0.16, "4T88", 0.965, format_name="generic")
+    plate = PlateCandidate((598, 386, 667, 417), 0.15, "L824788", 0.5, format_name="generic")
+    assert [c.text for c in _suppress_overlaps([bumper, plate])] == ["L824788"]
+    # a box of about the plate's width that reads more does not win by that alone
+    similar = PlateCandidate((560, 386, 667, 417), 0.15, "L824788", 0.5, format_name="generic")
+    assert [c.text for c in _suppress_overlaps([replace(bumper, box=(570, 380, 700, 420)), similar])] == ["4T88"]
+
+
 def test_the_same_read_in_two_boxes_keeps_the_tighter_box() -> None:
     # A loose box around plate holder and bumper reads the plate as surely as the tight one: the
     # kept read (its score unchanged) moves to the box that places the plate better.
