@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anpr.types import Recognizer
-from models.settings import AnprSettings, CameraSettings
+from models.settings import DEFAULT_CONFIRMATION_THRESHOLD, AnprSettings, CameraSettings
 
 
 @dataclass(frozen=True)
@@ -21,11 +21,12 @@ class RecognizerSpec:
     text_proposals: str = "fallback"
     region: str = "generic"
     calibration: Path | None = None
+    second_look_above: float = DEFAULT_CONFIRMATION_THRESHOLD
 
     @classmethod
     def from_settings(cls, s: AnprSettings) -> RecognizerSpec:
         return cls(s.detector, s.detector_path, s.ocr, s.formats, s.det_conf, s.text_proposals, s.region,
-                   s.calibration)
+                   s.calibration, s.second_look_above)
 
     def for_camera(self, camera: CameraSettings) -> RecognizerSpec:
         """This spec with the camera's own region, when it has one."""
@@ -38,4 +39,4 @@ class RecognizerSpec:
         return make_recognizer(ocr=self.ocr, detector=self.detector, detector_path=self.detector_path,
                                formats=self.formats, threads=1, det_conf=self.det_conf,
                                text_proposals=self.text_proposals, region=self.region,
-                               calibration=self.calibration)
+                               calibration=self.calibration, second_look_above=self.second_look_above)

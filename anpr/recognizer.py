@@ -34,10 +34,12 @@ from anpr.plates import (
     choose_best,
     decode_ctc,
     get_formats,
+    normalize,
     score_texts,
     template_for,
 )
 from anpr.types import PlateCandidate
+from models.settings import DEFAULT_CONFIRMATION_THRESHOLD
 
 Box = tuple[float, float, float, float]
 
@@ -364,6 +366,10 @@ class PlateRecognizer:
     # The trained plate recogniser with a second reader and calibrated confidence (`anpr.ensemble`):
     # when set, crops are read by it instead of the CTC format decoder, and regions replace formats.
     reader: EnsembleReader | None = None
+    # With `reader`: a read that may skip operator review (the default confirmation threshold) is read
+    # again from a wider cut (`_second_look`); 1.0: never. A site that lowers its threshold should lower
+    # this with it (`anpr.second_look_above`; about 27 ms per read looked at again).
+    second_look_above: float = DEFAULT_CONFIRMATION_THRESHOLD
     last_timings: Timings = field(default_factory=Timings, init=False)
 
     def __post_init__(self) -> None:
@@ -409,8 +415,13 @@ class PlateRecognizer:
         )
         if want_proposals and self.proposer is not None:
             candidates.extend(self._from_text_proposals(image, candidates, timings))
+        kept = _suppress_overlaps(candidates, weak)
+        if self.reader is not None:
+            t0 = time.perf_counter()
+            kept = [self._second_look(image, c) for c in kept]
+            timings.ocr_ms += (time.perf_counter() - t0) * 1000
         self.last_timings = timings
-        return [_plate_extent(c, det_boxes) for c in _suppress_overlaps(candidates, weak)]
+        return [_plate_extent(c, det_boxes) for c in kept]
 
     def _read_detections(
         self, image: np.ndarray, detections: Sequence[Detection], existing: Sequence[PlateCandidate],
@@ -433,6 +444,23 @@ class PlateRecognizer:
                 weak.append(cand)
         timings.ocr_ms += (time.perf_counter() - t0) * 1000
         return candidates
+
+    def _second_look(self, image: np.ndarray, c: PlateCandidate) -> PlateCandidate:
+        """A read that may skip review is looked at again: the trained reader reads a wider cut, the
+        plate with its frame and the car around it. When it reads a look-alike glyph differently there
+        (2CZ3587 against ZCZ3587: an Idaho county prefix read as Z from the plate's own box), the reader
+        cannot tell that glyph at this size, and the read stays below auto-accept (`_contested`)."""
+        if self.reader is None or not c.text or c.confidence < self.second_look_above:
+            return c
+        ih, iw = image.shape[:2]
+        x1, y1, x2, y2 = c.box
+        w, h = x2 - x1, y2 - y1
+        wider = (max(0.0, x1 - 0.2 * w), max(0.0, y1 - 0.3 * h), min(float(iw), x2 + 0.2 * w),
+                 min(float(ih), y2 + 0.3 * h))
+        crop = CROP_VARIANTS[self.variants[0]](image, wider)
+        reads = self.reader.primary.read(crop) if crop is not None and crop.size else []
+        text = normalize(max(reads, key=lambda r: r.confidence).text) if reads else ""
+        return _contested(c) if _lookalike_rival(c.text, [text]) else c
 
     def refine_box(self, image: np.ndarray, box: Box, rounds: int = 3) -> Box:
         """Grow a detection box to the text line it cuts through.
@@ -584,6 +612,9 @@ class PlateRecognizer:
 
 def _tiling_helps(detector: PlateDetector, image: np.ndarray) -> bool:
     """Windows only look closer when the whole frame enters the detector at under 0.6x."""
+    scale_for = getattr(detector, "scale_for", None)
+    if scale_for is not None:
+        return scale_for(image.shape) < 0.6
     side = min(getattr(detector, "input_size", (640, 640)))
     return side / max(image.shape[:2]) < 0.6
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,10 +181,15 @@ def train_detector(opts: TrainOptions) -> Path:
 
 
 def export_onnx(weights: Path, imgsz: int, target: Path = DEFAULT_ONNX) -> Path:
-    """Export a trained .pt to ONNX (opset 17, static shape) and copy it to `target`."""
+    """Export trained weights (.pt, or an earlier .onnx export, rebuilt by `onnx_to_checkpoint`) to ONNX
+    (opset 17) with a dynamic height and width, and copy it to `target`. `anpr.detector` feeds a large
+    frame at its own shape within the pixel budget of an `imgsz` square, a small one in that square."""
     from ultralytics import YOLO
 
-    exported = Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, opset=17, simplify=True, dynamic=False))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(exported, target)
+    with tempfile.TemporaryDirectory() as tmp:
+        if weights.suffix == ".onnx":
+            weights = onnx_to_checkpoint(weights, Path(tmp) / "rebuilt.pt")
+        exported = Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, opset=17, simplify=True, dynamic=True))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(exported, target)
     return target

@@ -461,6 +461,27 @@ def anpr_train_detector(
     typer.echo(f"exported {train_detector(opts)}")
 
 
+@anpr_app.command("export-detector")
+def anpr_export_detector(
+    weights: Annotated[Path, typer.Option(help="Trained weights: a .pt, or an earlier .onnx export of the detector.")],
+    imgsz: Annotated[int, typer.Option(min=160, max=1280, help="Input budget: the pixels of this square.")] = 512,
+    out: Annotated[Path, typer.Option(help="Where the ONNX model goes.")] = Path("anpr/weights/plate_detector.onnx"),
+) -> None:
+    """Export the plate detector to ONNX with a dynamic input (large frames go in at their own shape)."""
+    from anpr.detector import ModelLoadError
+    from anpr.train import export_onnx
+
+    if not weights.is_file():
+        fail(f"{weights}: no such weights file", 2)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    try:
+        typer.echo(f"exported {export_onnx(weights, imgsz, out)}")
+    except ImportError:
+        fail("exporting needs the optional extras: pip install -e '.[ultralytics,torch]'")
+    except ModelLoadError as exc:  # not a detector export
+        fail(str(exc), 2)
+
+
 @anpr_app.command(
     "train-recognizer",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},

@@ -422,6 +422,12 @@ class AnprSettings(Strict):
     text_proposals: Literal["fallback", "always", "off"] = Field(
         "fallback", description="Use the OCR text detector on the whole frame when the plate detector misses."
     )
+    second_look_above: float = Field(
+        DEFAULT_CONFIRMATION_THRESHOLD, ge=0, le=1,
+        description="Ensemble reads at least this sure are read again from a wider cut; a look-alike glyph "
+        "read differently there keeps them below auto-accept. Keep it at or below the sites' "
+        "confirmation_threshold; 1 turns it off.",
+    )
 
 
 class Settings(BaseSettings):

@@ -45,6 +45,32 @@ def test_the_committed_export_rebuilds_into_a_trainable_model_that_computes_the_
     assert np.abs(got[:, 4] - want[:, 4]).max() < 1e-4
 
 
+@needs_model
+def test_an_export_takes_any_frame_shape_and_computes_what_the_committed_model_does(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
+    import onnxruntime as ort
+
+    from anpr.train import export_onnx
+
+    beside = sorted(DEFAULT_ONNX.parent.iterdir())
+    out = export_onnx(DEFAULT_ONNX, 512, tmp_path / "detector.onnx")  # rebuilt from the committed export
+    assert sorted(DEFAULT_ONNX.parent.iterdir()) == beside  # nothing left beside the weights
+    new = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    old = ort.InferenceSession(str(DEFAULT_ONNX), providers=["CPUExecutionProvider"])
+    assert all(isinstance(d, str) for d in new.get_inputs()[0].shape[2:])
+    shapes = [(512, 512)]
+    if not all(isinstance(d, int) for d in old.get_inputs()[0].shape[2:]):
+        shapes.append((384, 704))  # a 16:9 frame's input
+    rng = np.random.default_rng(5)
+    for h, w in shapes:
+        x = rng.random((1, 3, h, w), dtype=np.float32)
+        got = new.run(None, {new.get_inputs()[0].name: x})[0]
+        want = old.run(None, {old.get_inputs()[0].name: x})[0]
+        assert got.shape == want.shape == (1, 5, (h // 8) * (w // 8) + (h // 16) * (w // 16) + (h // 32) * (w // 32))
+        assert np.abs(got - want).max() < 1e-2 and np.abs(got[:, 4] - want[:, 4]).max() < 1e-4
+
+
 def test_a_file_that_is_not_a_detector_export_is_a_clear_error(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("ultralytics")
@@ -96,3 +122,23 @@ def test_synthetic_sets_join_the_training_list_only(tmp_path: Path) -> None:
     data = yaml.safe_load(combined_data_yaml((DATASETS / "plates-train",), tmp_path, extra_train=(extra,)).read_text())
     assert data["train"][-1] == str((extra / "train.txt").resolve())
     assert all("synth" not in v for v in data["val"])
+
+
+def test_export_detector_names_a_missing_or_wrong_weights_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def export(weights: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "baywarden.cli", "anpr", "export-detector", "--weights",
+                               str(weights), "--out", str(tmp_path / "out.onnx")], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+
+    r = export(tmp_path / "nope.pt")
+    assert r.returncode == 2 and "nope.pt: no such weights file" in r.stderr
+    pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model" * 20)
+    r = export(bad)
+    assert r.returncode != 0 and str(bad) in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out.onnx").exists()

@@ -218,6 +218,49 @@ def test_a_weak_detection_still_counts_as_a_look_at_the_plate() -> None:
     assert cand.text == "ZCZ3587" and cand.confidence > 0.9
 
 
+def test_a_sure_read_that_a_wider_cut_reads_with_another_look_alike_glyph_is_not_auto_accepted() -> None:
+    # Train-crop US scene 166 (Idaho, county prefix 2C): the plate's own box read ZCZ3587, both readers
+    # agreeing, at 0.99; the trained reader reads 2CZ3587 from a cut with the plate's frame around it.
+    from anpr.detector import Detection
+    from anpr.ensemble import Calibrator, EnsembleReader
+    from anpr.regions import get_regions
+
+    class OneBox:
+        def detect(self, image):
+            return [Detection((80.0, 100.0, 160.0, 130.0), 0.9)]
+
+    class Primary:
+        name = "primary"
+
+        def __init__(self, wide_text: str) -> None:
+            self.wide_text, self.widths = wide_text, []
+
+        def read(self, crop):
+            self.widths.append(crop.shape[1])
+            return [TextRead("ZCZ3587" if crop.shape[1] < 100 else self.wide_text, 0.99)]
+
+    image = np.zeros((240, 320, 3), np.uint8)
+    sure = Calibrator([0.0, 0.0, 0.0, 0.0], 10.0)  # every read at 0.99995
+
+    def recognize(wide_text: str, **kwargs: object) -> tuple[PlateCandidate, Primary]:
+        primary = Primary(wide_text)
+        ensemble = EnsembleReader(primary, None, get_regions("generic"), sure)
+        rec = PlateRecognizer(OneBox(), None, "generic", refine_boxes=False, text_proposals="off",
+                              variants=("tight",), reader=ensemble, **kwargs)
+        (cand,) = rec.recognize(image)
+        return cand, primary
+
+    cand, primary = recognize("2CZ3587")
+    assert cand.text == "ZCZ3587" and cand.confidence == 0.5  # kept, for the operator to look at
+    assert len(primary.widths) == 2 and primary.widths[1] > primary.widths[0]
+    for same_or_other in ("ZCZ3587", "ZCZ3581", "CZ358"):  # no doubt about a look-alike glyph
+        assert recognize(same_or_other)[0].confidence > 0.99
+    cand, primary = recognize("2CZ3587", second_look_above=1.0)  # turned off
+    assert cand.confidence > 0.99 and len(primary.widths) == 1
+    cand, primary = recognize("2CZ3587", second_look_above=0.999999)  # only reads that may skip review
+    assert cand.confidence > 0.99 and len(primary.widths) == 1
+
+
 def test_a_box_several_plates_wide_that_reads_less_loses_to_the_plate_box() -> None:
     # US scene 030: a box across the bumper (265 px) read 4T88 at 0.97; the plate's own box (69 px)
     # read L824788, capped at 0.5 for its look-alike twin. The narrow box read more characters in
@@ -310,6 +353,43 @@ def test_letterbox_geometry() -> None:
 
 
 @pytest.mark.parametrize(
+    ("shape", "size"),
+    [((720, 1280), (384, 704)), ((900, 1600), (384, 704)), ((480, 640), (448, 608)), ((416, 416), (512, 512)),
+     ((1280, 720), (704, 384)), ((3, 4000), (32, 1024))],
+)
+def test_a_dynamic_detector_input_keeps_the_frame_shape_within_the_budget(shape: tuple, size: tuple) -> None:
+    from anpr.detector import DEFAULT_PIXELS, input_shape
+
+    th, tw = input_shape(shape)
+    assert (th, tw) == size and th % 32 == 0 and tw % 32 == 0
+    scale = min(th / shape[0], tw / shape[1])
+    # the frame fills one side and is padded by less than a stride on the other; about the budget's
+    # cost (each side rounded up to a stride)
+    assert max(th - shape[0] * scale, tw - shape[1] * scale) < 32
+    assert th * tw <= (DEFAULT_PIXELS**0.5 + 32) ** 2
+    assert max(th, tw) <= 1024
+
+
+@needs_model
+def test_the_committed_detector_takes_each_frame_at_its_own_shape() -> None:
+    det = OnnxPlateDetector(MODEL, conf=PlateRecognizer.det_conf, threads=1)
+    if det.fixed_size is not None:
+        pytest.skip(f"{MODEL} has a static input")
+    # a 16:9 camera frame enters at 0.53x instead of the 0.4x of a 512x512 square, for about the same cost
+    assert det.size_for((720, 1280, 3)) == (384, 704)
+    assert det.scale_for((720, 1280, 3)) == pytest.approx(704 / 1280, abs=0.02)
+    assert det.size_for((900, 1600, 3)) == (384, 704)
+    assert det.size_for((480, 640, 3)) == (512, 512)  # small frames keep the square (0.8x)
+    image, box, _ = sample("test_010")
+    found = det.detect(image)
+    assert any(iou(d.box, box) >= 0.5 for d in found)
+    # the same model held to a square input still finds the plate (what a static export does)
+    det.fixed_size = (512, 512)
+    assert det.size_for(image.shape) == (512, 512)
+    assert any(iou(d.box, box) >= 0.5 for d in det.detect(image))
+
+
+@pytest.mark.parametrize(
     ("boxes", "scores", "keep"),
     [
         ([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], [0.9, 0.8, 0.7], [0, 2]),
@@ -375,7 +455,9 @@ def test_ultralytics_backend_agrees_with_onnx(detector: OnnxPlateDetector) -> No
 
     other = UltralyticsPlateDetector(MODEL, imgsz=detector.input_size[0])
     image, _, _ = sample("eu1")
-    a, b = detector.detect(image), other.detect(image)
+    square = OnnxPlateDetector(MODEL, conf=PlateRecognizer.det_conf, threads=1)
+    square.fixed_size = detector.input_size  # the input ultralytics builds at imgsz (not our rectangle)
+    a, b = square.detect(image), other.detect(image)
     assert a and b
     assert iou(a[0].box, b[0].box) > 0.9
 
