@@ -1,15 +1,16 @@
 """Build a stand-in for the private US photo set: real scenes carrying US plates at the private set's scale.
 
-    python bench/us_scenes.py [--out runs/us-scenes] [--split val] [--seed 7] [--limit N]
+    python bench/us_scenes.py [--out runs/us-scenes] [--split val] [--seed 7] [--limit N] [--size 1280x720]
     baywarden anpr eval --dataset runs/us-scenes --json
 
 Every crop of `plate-crops-us` (the chosen split) is pasted over the plate of a real car photo of
 `plates-dev` (European, 108 photos, used as hosts in turn): the host is scaled so that its own plate
 would be about 1.7 times the width of the US plate (an EU plate is 520 mm wide, a US one 305 mm), a
-1280x720 window around the plate is cut, the old plate is painted out, and the US crop is pasted at
-60-100 px wide (the private set's range) with a slight perspective tilt; the frame is saved as JPEG
-quality 85. The result is a scene set in the datasets' format (`labels.jsonl` with boxes and texts), so
-`anpr eval` measures detection and reading together, as the private set does.
+1280x720 window around the plate is cut (`--size`: the private set's frames are 1280x720 to 1600x900),
+the old plate is painted out, and the US crop is pasted at 60-100 px wide (the private set's range)
+with a slight perspective tilt; the frame is saved as JPEG quality 85. The result is a scene set in
+the datasets' format (`labels.jsonl` with boxes and texts), so `anpr eval` measures detection and
+reading together, as the private set does.
 
 It is a diagnostic, not a benchmark to tune on: the plates are the val crops that chose the recogniser's
 checkpoint, and a pasted crop is cleaner than a photographed plate (no shared lighting, sharp edges).
@@ -40,7 +41,8 @@ def _hosts(datasets: Path) -> list[tuple[Path, tuple[float, float, float, float]
     return out
 
 
-def build(out: Path, split: str, seed: int, datasets: Path = DATASETS, limit: int | None = None) -> int:
+def build(out: Path, split: str, seed: int, datasets: Path = DATASETS, limit: int | None = None,
+          size: tuple[int, int] = (W, H)) -> int:
     rng = random.Random(seed)
     hosts = _hosts(datasets)
     crops = [json.loads(line) for line in (datasets / "plate-crops-us" / "labels.jsonl").read_text().splitlines()]
@@ -53,10 +55,10 @@ def build(out: Path, split: str, seed: int, datasets: Path = DATASETS, limit: in
         crop = cv2.imread(str(datasets / "plate-crops-us" / c["image"]))
         if host is None or crop is None:
             continue
-        frame, pbox = paste_plate(host, box, crop, rng.randint(60, 100), rng)
+        frame, pbox = paste_plate(host, box, crop, rng.randint(60, 100), rng, size)
         name = f"images/us_scene_{i:03d}.jpg"
         cv2.imwrite(str(out / name), frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        rows.append({"image": name, "width": W, "height": H, "plates": [{"box": pbox, "text": c["text"]}],
+        rows.append({"image": name, "width": size[0], "height": size[1], "plates": [{"box": pbox, "text": c["text"]}],
                      "source": "synthetic: plate-crops-us on plates-dev", "licence": "AGPL-3.0",
                      "host": host_path.name, "crop": c["image"], "split": split})
     (out / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -70,8 +72,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--limit", type=int, default=None, help="only the first N crops")
     ap.add_argument("--datasets", type=Path, default=DATASETS)
+    ap.add_argument("--size", default=f"{W}x{H}", help="frame width x height, e.g. 1600x900")
     args = ap.parse_args()
-    n = build(args.out, args.split, args.seed, args.datasets, args.limit)
+    try:
+        fw, fh = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        ap.error(f"--size wants WIDTHxHEIGHT, got {args.size!r}")
+    n = build(args.out, args.split, args.seed, args.datasets, args.limit, (fw, fh))
     print(f"{n} scenes in {args.out}")
 
 
