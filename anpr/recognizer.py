@@ -635,7 +635,8 @@ def _suppress_overlaps(
     text that contains the kept one's, it saw more of the plate: it takes the place instead. When
     both read the same text, the smaller box places the plate better (the larger one also holds the
     plate holder or bumper around it): the kept read moves to the smaller box, its score unchanged.
-    When another look at the same plate (an overlapping candidate, or a `weak` read not taken as a
+    A box at most half as wide that read at least as many characters takes the place of a wide one
+    (`_denser`). When another look at the same plate (an overlapping candidate, or a `weak` read not taken as a
     plate) read the same characters but for a look-alike glyph (2CZ3587 against ZCZ3587), the reader
     cannot tell that glyph here: the kept read is capped below auto-accept (`_contested`)."""
     kept: list[PlateCandidate] = []
@@ -656,6 +657,10 @@ def _suppress_overlaps(
             rivals[clash].append(k.text)
         elif c.text and c.text == k.text and _area(c.box) < _area(k.box):
             kept[clash] = replace(k, box=c.box)
+        elif c.text and k.text and len(c.text) == len(k.text) and _denser(c, k):
+            # as many characters in at most half the width: the wide box read its text elsewhere
+            kept[clash] = c
+            rivals[clash].append(k.text)
     for i, k in enumerate(kept):
         rivals[i].extend(w.text for w in weak if w.text and _overlap_of_smaller(w.box, k.box) >= 0.5)
     return [_contested(k) if _lookalike_rival(k.text, r) else k for k, r in zip(kept, rivals, strict=True)]
@@ -676,9 +681,9 @@ def _contested(c: PlateCandidate) -> PlateCandidate:
 
 
 def _denser(longer: PlateCandidate, shorter: PlateCandidate) -> bool:
-    """The longer read comes from a box at most half as wide: a box several plates wide (bumper, plate
-    holder, a car's rear) that reads fewer characters than the plate's own box did not read the
-    plate's characters."""
+    """The longer (or as long) read comes from a box at most half as wide: a box several plates wide
+    (bumper, plate holder, a car's rear) that reads no more characters than the plate's own box did
+    not read the plate's characters (4T88 over L824788; AZ4A1 over 71227 in a 1600x900 scene)."""
     return (longer.box[2] - longer.box[0]) * 2 <= shorter.box[2] - shorter.box[0]
 
 

@@ -270,6 +270,12 @@ def test_a_box_several_plates_wide_that_reads_less_loses_to_the_plate_box() -> N
     bumper = PlateCandidate((570, 372, 835, 438), 0.16, "4T88", 0.965, format_name="generic")
     plate = PlateCandidate((598, 386, 667, 417), 0.15, "L824788", 0.5, format_name="generic")
     assert [c.text for c in _suppress_overlaps([bumper, plate])] == ["L824788"]
+    # as many characters in less than half the width (train-crop US scene 177 at 1600x900: a box
+    # 212 px wide read AZ4A1 over the plate's 81 px box reading 71227)
+    wide = PlateCandidate((771, 488, 983, 549), 0.2, "AZ4A1", 0.892, format_name="generic")
+    narrow = PlateCandidate((788, 485, 869, 521), 0.12, "71227", 0.859, format_name="generic")
+    assert [c.text for c in _suppress_overlaps([wide, narrow])] == ["71227"]
+    assert [c.text for c in _suppress_overlaps([replace(wide, box=(771, 488, 920, 549)), narrow])] == ["AZ4A1"]
     # a box of about the plate's width that reads more does not win by that alone
     similar = PlateCandidate((560, 386, 667, 417), 0.15, "L824788", 0.5, format_name="generic")
     assert [c.text for c in _suppress_overlaps([replace(bumper, box=(570, 380, 700, 420)), similar])] == ["4T88"]
