@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anpr.detector import Detection, PlateDetector, detect_tiled
+from anpr.detector import RECT_BELOW, Detection, PlateDetector, detect_tiled
 from anpr.ensemble import UNTRUSTED_CAP, EnsembleReader, fold_lookalikes
 from anpr.ocr import BatchOcr, OcrBackend, TextBox, TextProposer, TextRead
 from anpr.plates import (
@@ -611,12 +611,13 @@ class PlateRecognizer:
 
 
 def _tiling_helps(detector: PlateDetector, image: np.ndarray) -> bool:
-    """Windows only look closer when the whole frame enters the detector at under 0.6x."""
+    """Windows only look closer when the whole frame enters the detector at under 0.6x (the same
+    threshold above which a dynamic detector keeps its square input, `anpr.detector.RECT_BELOW`)."""
     scale_for = getattr(detector, "scale_for", None)
     if scale_for is not None:
-        return scale_for(image.shape) < 0.6
+        return scale_for(image.shape) < RECT_BELOW
     side = min(getattr(detector, "input_size", (640, 640)))
-    return side / max(image.shape[:2]) < 0.6
+    return side / max(image.shape[:2]) < RECT_BELOW
 
 
 def _formatted(c: PlateCandidate) -> bool:
