@@ -651,17 +651,13 @@ def _suppress_overlaps(
         k = kept[clash]
         if c.text:
             rivals[clash].append(c.text)
-        if c.text and k.text and len(c.text) > len(k.text) and (
-            (k.text in c.text and _widths_fit(c, k)) or _denser(c, k)
+        if c.text and k.text and c.text != k.text and len(c.text) >= len(k.text) and (
+            _denser(c, k) or (len(c.text) > len(k.text) and k.text in c.text and _widths_fit(c, k))
         ):
             kept[clash] = c
             rivals[clash].append(k.text)
         elif c.text and c.text == k.text and _area(c.box) < _area(k.box):
             kept[clash] = replace(k, box=c.box)
-        elif c.text and k.text and len(c.text) == len(k.text) and _denser(c, k):
-            # as many characters in at most half the width: the wide box read its text elsewhere
-            kept[clash] = c
-            rivals[clash].append(k.text)
     for i, k in enumerate(kept):
         rivals[i].extend(w.text for w in weak if w.text and _overlap_of_smaller(w.box, k.box) >= 0.5)
     return [_contested(k) if _lookalike_rival(k.text, r) else k for k, r in zip(kept, rivals, strict=True)]
