@@ -210,7 +210,7 @@ def _render_two_line(rng: random.Random, fonts: Sequence[str]) -> Sample:
     return Sample(surround, label, (pad, pad, pad + w, pad + h), "synthetic-2line")
 
 
-def _jitter_crop(s: Sample, rng: np.random.Generator, train: bool) -> np.ndarray:
+def _jitter_crop(s: Sample, rng: np.random.Generator, train: bool, tight: bool = False) -> np.ndarray:
     img = s.image
     H, W = img.shape[:2]
     if s.box is None:
@@ -223,6 +223,11 @@ def _jitter_crop(s: Sample, rng: np.random.Generator, train: bool) -> np.ndarray
     # detector boxes are loose or tight: move each edge by -8 % .. +15 % (outward positive)
     dx = rng.uniform(-0.06, 0.12, 2) * bw
     dy = rng.uniform(-0.08, 0.2, 2) * bh
+    if tight:
+        # what the pipeline reads: a detection cut to its text line (box_shrink, refine_box), the
+        # state name and slogan partly cut off, and the detector's width, often with a sticker beside
+        dx = rng.uniform(-0.04, 0.25, 2) * bw
+        dy = rng.uniform(-0.18, -0.03, 2) * bh
     nx1, nx2 = round(x1 - dx[0]), round(x2 + dx[1])
     ny1, ny2 = round(y1 - dy[0]), round(y2 + dy[1])
     pad_l, pad_t = max(0, -nx1), max(0, -ny1)
@@ -319,8 +324,7 @@ def build_model(g2_path: Path | None = None):
         import easyocr_en_models
 
         g2_path = Path(easyocr_en_models.model_dir()) / "english_g2.pth"
-    old_classes = len(G2_CHARACTERS) + 1
-    model = Model(num_class=old_classes, **NETWORK)
+    model = Model(num_class=len(G2_CHARACTERS) + 1, **NETWORK)
     state = torch.load(g2_path, map_location="cpu", weights_only=False)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model.load_state_dict(state)
@@ -331,6 +335,124 @@ def build_model(g2_path: Path | None = None):
         new.weight.copy_(old.weight[rows])
         new.bias.copy_(old.bias[rows])
     model.Prediction = new
+    return model
+
+
+def _init_weights(path: Path) -> dict:
+    """Starting weights: a training checkpoint (.pt) or an exported recogniser (.onnx)."""
+    import torch
+
+    if path.suffix == ".onnx":
+        return onnx_state_dict(path)
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def _onnx_arrays(graph) -> dict[str, np.ndarray]:
+    """Every constant the graph computes with, by the name its nodes use: initializers, and the
+    float32 copies that the float16-weights export (`_fp16_weights`) makes with a Cast."""
+    from onnx import numpy_helper
+
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Cast" and node.input[0] in arrays:
+            arrays[node.output[0]] = arrays[node.input[0]].astype(np.float32)
+    return arrays
+
+
+def _onnx_gates(a: np.ndarray) -> np.ndarray:
+    """ONNX orders an LSTM's gates input, output, forget, cell; torch input, forget, cell, output."""
+    i, o, f, c = np.split(a, 4, axis=0)
+    return np.concatenate([i, f, c, o], axis=0)
+
+
+def onnx_state_dict(path: Path) -> dict:
+    """The torch weights of `build_model()` that compute what an exported recogniser computes, so
+    that training can continue from the committed ONNX file when no checkpoint was kept.
+
+    The exporter fused each BatchNorm into the convolution before it: those convolutions get the
+    fused kernel and a BatchNorm that passes its input through (scale 1, mean 0, variance 1 - eps)
+    plus the fused bias. LSTM weights are split back per direction with their gates reordered; the
+    MatMuls after the LSTMs are the Linear layers' transposed weights."""
+    import onnx
+    import torch
+
+    from anpr.detector import ModelLoadError
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as exc:  # protobuf errors: a file that is not an ONNX model
+        raise ModelLoadError(f"{path}: not an ONNX model ({exc})") from exc
+    arrays = _onnx_arrays(graph)
+    model = build_model_skeleton()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    lstms = [n for n in graph.node if n.op_type == "LSTM"]
+    matmuls = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in arrays]
+    conv_idx = [i for i, m in enumerate(model.FeatureExtraction.ConvNet) if isinstance(m, torch.nn.Conv2d)]
+    if len(convs) != len(conv_idx) or len(lstms) != 2 or len(matmuls) != 3:
+        raise ModelLoadError(
+            f"{path}: expected {len(conv_idx)} Conv, 2 LSTM and 3 MatMul nodes (EasyOCR gen-2 layout), got "
+            f"{len(convs)}, {len(lstms)}, {len(matmuls)}"
+        )
+
+    def put(key: str, value: np.ndarray) -> None:
+        want = tuple(state[key].shape)
+        if tuple(value.shape) != want:
+            raise ModelLoadError(f"{path}: {key} has shape {tuple(value.shape)}, the model wants {want}")
+        state[key] = torch.from_numpy(np.array(value, dtype=np.float32))
+
+    net = "FeatureExtraction.ConvNet"
+    for node, i in zip(convs, conv_idx, strict=True):
+        put(f"{net}.{i}.weight", arrays[node.input[1]])
+        bias = arrays[node.input[2]] if len(node.input) > 2 else None
+        if f"{net}.{i}.bias" in state:
+            put(f"{net}.{i}.bias", bias if bias is not None else np.zeros(state[f"{net}.{i}.bias"].shape))
+            continue
+        bn = f"{net}.{i + 1}"  # conv without bias: a BatchNorm followed it and was fused into it
+        eps = model.FeatureExtraction.ConvNet[i + 1].eps
+        put(f"{bn}.weight", np.ones(state[f"{bn}.weight"].shape))
+        put(f"{bn}.bias", bias if bias is not None else np.zeros(state[f"{bn}.bias"].shape))
+        put(f"{bn}.running_mean", np.zeros(state[f"{bn}.running_mean"].shape))
+        put(f"{bn}.running_var", np.full(state[f"{bn}.running_var"].shape, 1.0 - eps))
+    for layer, node in enumerate(lstms):
+        w, r, b = (arrays[node.input[k]] for k in (1, 2, 3))
+        for d, suffix in ((0, ""), (1, "_reverse")):
+            pre = f"SequenceModeling.{layer}.rnn."
+            put(pre + "weight_ih_l0" + suffix, _onnx_gates(w[d]))
+            put(pre + "weight_hh_l0" + suffix, _onnx_gates(r[d]))
+            wb, rb = np.split(b[d], 2)
+            put(pre + "bias_ih_l0" + suffix, _onnx_gates(wb))
+            put(pre + "bias_hh_l0" + suffix, _onnx_gates(rb))
+    linears = ["SequenceModeling.0.linear", "SequenceModeling.1.linear", "Prediction"]
+    for name, node in zip(linears, matmuls, strict=True):
+        put(f"{name}.weight", arrays[node.input[1]].T)
+        add = next((n for n in graph.node if n.op_type == "Add" and node.output[0] in n.input), None)
+        bias = next((arrays[x] for x in add.input if x in arrays), None) if add is not None else None
+        if bias is None:
+            raise ModelLoadError(f"{path}: no bias found after the MatMul of {name}")
+        put(f"{name}.bias", bias)
+    return state
+
+
+def freeze_batchnorm(model) -> None:
+    """Put the BatchNorms of a model in training mode back to their stored statistics. An export's
+    BatchNorms are folded into their convolutions (`onnx_state_dict`): normalising by batch
+    statistics would change what the layers compute, so they stay fixed affine maps (their scale
+    and shift still learn)."""
+    import torch
+
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.eval()
+
+
+def build_model_skeleton():
+    """`build_model()`'s architecture with untrained weights (no english_g2.pth needed)."""
+    import torch
+    from easyocr.model.vgg_model import Model
+
+    model = Model(num_class=len(G2_CHARACTERS) + 1, **NETWORK)
+    model.Prediction = torch.nn.Linear(model.Prediction.in_features, len(MODEL_ALPHABET) + 1)
     return model
 
 
@@ -369,6 +491,7 @@ class PlateDataset:
         self.fonts = list(fonts)
         self.epoch = 0
         self.stack_p = 0.0
+        self.tight_p = 0.0
 
     def __len__(self) -> int:
         return len(self.samples) + self.synthetic
@@ -379,7 +502,7 @@ class PlateDataset:
             s = self.samples[i]
         else:
             s = render_synthetic(random.Random(int(rng.integers(1 << 62))), self.fonts)
-        crop = _jitter_crop(s, rng, True)
+        crop = _jitter_crop(s, rng, True, tight=bool(self.tight_p) and rng.random() < self.tight_p)
         if self.stack_p and s.source in ("plate-crops", "plates-train") and rng.random() < self.stack_p:
             crop = stack_at_separator(crop)  # Brazilian ABC1234: teach the two-line path on real glyphs
         crop = augment(crop, rng)
@@ -481,19 +604,22 @@ def train(args: argparse.Namespace) -> Path:
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=args.lr, weight_decay=1e-4)
     ctc = torch.nn.CTCLoss(blank=BLANK, zero_infinity=True)
     start_epoch, best, total_epochs, history = 0, -1.0, args.epochs, []
+    frozen_bn = bool(args.init) and Path(args.init).suffix == ".onnx"
+
     last = out / "last.pt"
     if args.resume and last.is_file():
         ck = torch.load(last, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         start_epoch, best, total_epochs, history = ck["epoch"] + 1, ck["best"], ck["total_epochs"], ck["history"]
+        frozen_bn = frozen_bn or Path(str(ck["args"].get("init") or "")).suffix == ".onnx"
         if args.hours and history:
             # a new time budget on resume: re-plan the remaining epochs from the last epoch's speed
             per_epoch = history[-1]["seconds"] * 1.1  # + validation
             total_epochs = max(start_epoch + 1, start_epoch + int(args.hours * 3600 / per_epoch))
         say(f"resumed from {last} at epoch {start_epoch}/{total_epochs}, best {best:.3f}")
     elif args.init:
-        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        model.load_state_dict(_init_weights(Path(args.init)))
         say(f"weights from {args.init}; fresh optimiser and schedule")
     if start_epoch == 0:
         m0 = {k: evaluate(model, v) for k, v in (("br", val_br), ("us", val_us))}
@@ -504,6 +630,7 @@ def train(args: argparse.Namespace) -> Path:
 
     ds = PlateDataset(train_samples, args.synthetic, args.seed, fonts)
     ds.stack_p = args.stack_p
+    ds.tight_p = args.tight_p
     deadline = time.monotonic() + args.hours * 3600 if args.hours else None
     t_start = time.monotonic()
     epoch = start_epoch
@@ -519,6 +646,8 @@ def train(args: argparse.Namespace) -> Path:
             generator=torch.Generator().manual_seed(args.seed + epoch),
         )
         model.train()
+        if frozen_bn:
+            freeze_batchnorm(model)
         steps = len(loader)
         losses = []
         t0 = time.monotonic()
@@ -745,8 +874,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--synthetic", type=int, default=200, help="synthetic EU-like plates per epoch (0: none)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
-    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh schedule)")
+    p.add_argument(
+        "--init", default=None,
+        help="start from these weights, fresh schedule: a checkpoint (.pt) or an export (.onnx, e.g. the committed)",
+    )
     p.add_argument("--stack-p", type=float, default=0.0, help="share of Brazilian crops stacked into two lines")
+    p.add_argument(
+        "--tight-p", type=float, default=0.0,
+        help="share of crops cut like the pipeline's reads: into the plate above and below, wider at the sides",
+    )
     p.add_argument("--freeze", type=int, default=2, help="first N conv layers kept as pretrained (faster)")
     return p.parse_args(argv)
 
