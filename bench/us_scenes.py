@@ -1,6 +1,7 @@
 """Build a stand-in for the private US photo set: real scenes carrying US plates at the private set's scale.
 
     python bench/us_scenes.py [--out runs/us-scenes] [--split val] [--seed 7] [--limit N] [--size 1280x720]
+                              [--hosts dev|train]
     baywarden anpr eval --dataset runs/us-scenes --json
 
 Every crop of `plate-crops-us` (the chosen split) is pasted over the plate of a real car photo of
@@ -11,6 +12,10 @@ the old plate is painted out, and the US crop is pasted at 60-100 px wide (the p
 with a slight perspective tilt; the frame is saved as JPEG quality 85. The result is a scene set in
 the datasets' format (`labels.jsonl` with boxes and texts), so `anpr eval` measures detection and
 reading together, as the private set does.
+
+`--hosts train` pastes onto the train-split cars of plates-train instead (robertlucian and openalpr-br
+photos whose plate is at least 60 px wide): with `--split val` a pipeline-level choosing set whose plates
+the recogniser never trained on and whose cars are not the stand-in's.
 
 It is a diagnostic, not a benchmark to tune on: the plates are the val crops that chose the recogniser's
 checkpoint, and a pasted crop is cleaner than a photographed plate (no shared lighting, sharp edges).
@@ -26,13 +31,16 @@ from pathlib import Path
 
 import cv2
 
-from anpr.scene_synth import H, W, paste_plate
+from anpr.scene_synth import H, W, paste_plate, single_plate_hosts
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 
 
-def _hosts(datasets: Path) -> list[tuple[Path, tuple[float, float, float, float]]]:
+def _hosts(datasets: Path, kind: str = "dev") -> list[tuple[Path, tuple[float, float, float, float]]]:
+    if kind == "train":
+        # the train-split cars of plates-train (plates at least 60 px wide, so the host is not blown up)
+        return single_plate_hosts(datasets / "plates-train", "train", min_width=60.0)
     out = []
     for line in (datasets / "plates-dev" / "labels.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -42,9 +50,9 @@ def _hosts(datasets: Path) -> list[tuple[Path, tuple[float, float, float, float]
 
 
 def build(out: Path, split: str, seed: int, datasets: Path = DATASETS, limit: int | None = None,
-          size: tuple[int, int] = (W, H)) -> int:
+          size: tuple[int, int] = (W, H), hosts_from: str = "dev") -> int:
     rng = random.Random(seed)
-    hosts = _hosts(datasets)
+    hosts = _hosts(datasets, hosts_from)
     crops = [json.loads(line) for line in (datasets / "plate-crops-us" / "labels.jsonl").read_text().splitlines()]
     crops = [c for c in crops if c.get("split") == split][:limit]
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -59,7 +67,7 @@ def build(out: Path, split: str, seed: int, datasets: Path = DATASETS, limit: in
         name = f"images/us_scene_{i:03d}.jpg"
         cv2.imwrite(str(out / name), frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
         rows.append({"image": name, "width": size[0], "height": size[1], "plates": [{"box": pbox, "text": c["text"]}],
-                     "source": "synthetic: plate-crops-us on plates-dev", "licence": "AGPL-3.0",
+                     "source": f"synthetic: plate-crops-us on plates-{hosts_from}", "licence": "AGPL-3.0",
                      "host": host_path.name, "crop": c["image"], "split": split})
     (out / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return len(rows)
@@ -73,12 +81,14 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="only the first N crops")
     ap.add_argument("--datasets", type=Path, default=DATASETS)
     ap.add_argument("--size", default=f"{W}x{H}", help="frame width x height, e.g. 1600x900")
+    ap.add_argument("--hosts", choices=("dev", "train"), default="dev",
+                    help="host cars: plates-dev (the held-out stand-in) or plates-train's train split (a choosing set)")
     args = ap.parse_args()
     try:
         fw, fh = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         ap.error(f"--size wants WIDTHxHEIGHT, got {args.size!r}")
-    n = build(args.out, args.split, args.seed, args.datasets, args.limit, (fw, fh))
+    n = build(args.out, args.split, args.seed, args.datasets, args.limit, (fw, fh), args.hosts)
     print(f"{n} scenes in {args.out}")
 
 
