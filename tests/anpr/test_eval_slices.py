@@ -4,6 +4,7 @@ cameras. The figures themselves come from `baywarden anpr eval` on the whole set
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,19 @@ def test_us_scenes_slice_finds_and_reads_small_us_plates(reader, tmp_path):
     assert report.images == 12 and report.detection_recall >= 0.75
     assert report.exact_plate_accuracy >= 0.5, [(r.label, r.read) for r in report.results if not r.exact]
     assert report.auto_accept_precision in (None, 1.0)
+
+
+def test_us_scenes_on_train_cars_never_use_a_held_out_car(tmp_path):
+    # `--hosts train`: the pipeline-level choosing set for recogniser changes (val crops, train-split cars)
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(repo / "bench" / "us_scenes.py"), "--out", str(tmp_path), "--limit", "6",
+                    "--hosts", "train", "--datasets", str(DATASETS)], check=True, capture_output=True, timeout=120)
+    rows = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    train_cars = {
+        Path(r["image"]).name
+        for r in map(json.loads, (DATASETS / "plates-train" / "labels.jsonl").read_text().splitlines())
+        if r.get("split") == "train"
+    }
+    assert len(rows) == 6
+    assert all(r["host"] in train_cars and r["source"].endswith("plates-train") for r in rows)
+    assert all((tmp_path / r["image"]).is_file() and r["split"] == "val" for r in rows)
