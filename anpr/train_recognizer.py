@@ -492,16 +492,21 @@ class PlateDataset:
         self.epoch = 0
         self.stack_p = 0.0
         self.tight_p = 0.0
+        self.synthetic_us = 0
 
     def __len__(self) -> int:
-        return len(self.samples) + self.synthetic
+        return len(self.samples) + self.synthetic + (self.synthetic_us if self.fonts else 0)
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng((self.seed, self.epoch, i))
         if i < len(self.samples):
             s = self.samples[i]
-        else:
+        elif i < len(self.samples) + self.synthetic:
             s = render_synthetic(random.Random(int(rng.integers(1 << 62))), self.fonts)
+        else:
+            from anpr.synth_us import render_us_plate
+
+            s = Sample(*render_us_plate(random.Random(int(rng.integers(1 << 62))), self.fonts), "synthetic-us")
         crop = _jitter_crop(s, rng, True, tight=bool(self.tight_p) and rng.random() < self.tight_p)
         if self.stack_p and s.source in ("plate-crops", "plates-train") and rng.random() < self.stack_p:
             crop = stack_at_separator(crop)  # Brazilian ABC1234: teach the two-line path on real glyphs
@@ -591,9 +596,10 @@ def train(args: argparse.Namespace) -> Path:
     )
     val_br = load_crops(root / "plate-crops", "val")
     val_us = load_crops(root / "plate-crops-us", "val")
-    fonts = [f for f in _FONT_CANDIDATES if Path(f).is_file()] if args.synthetic else []
+    fonts = [f for f in _FONT_CANDIDATES if Path(f).is_file()] if args.synthetic or args.synthetic_us else []
     say(
-        f"train {len(train_samples)} real + {args.synthetic if fonts else 0} synthetic/epoch; "
+        f"train {len(train_samples)} real + {args.synthetic if fonts else 0} synthetic "
+        f"+ {args.synthetic_us if fonts else 0} synthetic US/epoch; "
         f"val br {len(val_br)} us {len(val_us)}"
     )
 
@@ -631,6 +637,7 @@ def train(args: argparse.Namespace) -> Path:
     ds = PlateDataset(train_samples, args.synthetic, args.seed, fonts)
     ds.stack_p = args.stack_p
     ds.tight_p = args.tight_p
+    ds.synthetic_us = args.synthetic_us
     deadline = time.monotonic() + args.hours * 3600 if args.hours else None
     t_start = time.monotonic()
     epoch = start_epoch
@@ -872,6 +879,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--synthetic", type=int, default=200, help="synthetic EU-like plates per epoch (0: none)")
+    p.add_argument("--synthetic-us", type=int, default=0, help="synthetic US-style plates per epoch (anpr.synth_us)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.add_argument(

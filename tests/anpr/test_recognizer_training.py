@@ -85,3 +85,26 @@ def test_a_file_that_is_not_a_recogniser_export_is_a_clear_error(tmp_path: Path)
     if DETECTOR_ONNX.is_file():  # an ONNX model of another network
         with pytest.raises(ModelLoadError, match="gen-2 layout"):
             onnx_state_dict(DETECTOR_ONNX)
+
+
+def test_synthetic_us_plates_label_only_the_registration() -> None:
+    import random
+
+    from anpr.synth_us import registration, render_us_plate
+    from anpr.train_recognizer import _FONT_CANDIDATES
+
+    fonts = [f for f in _FONT_CANDIDATES if Path(f).is_file()]
+    if not fonts:
+        pytest.skip("no TrueType fonts on this machine")
+    rng = random.Random(5)
+    for _ in range(200):
+        groups, label = registration(rng)
+        assert "".join(groups) == label and label.isalnum() and label == label.upper() and 3 <= len(label) <= 7
+        if len(groups) == 2:  # serials (vanity words print as one group): no I, O or Q
+            assert not set(label) & set("IOQ")
+    a = render_us_plate(random.Random(11), fonts)
+    b = render_us_plate(random.Random(11), fonts)
+    assert a[1] == b[1] and np.array_equal(a[0], b[0])  # reproducible from the seed
+    img, label, (x1, y1, x2, y2) = a
+    assert 0 <= x1 < x2 <= img.shape[1] and 0 <= y1 < y2 <= img.shape[0]
+    assert (x2 - x1) == 2 * (y2 - y1)  # a US plate is 12 x 6 inches
