@@ -102,6 +102,8 @@ def test_synthetic_us_plates_label_only_the_registration() -> None:
         assert "".join(groups) == label and label.isalnum() and label == label.upper() and 3 <= len(label) <= 7
         if len(groups) == 2:  # serials (vanity words print as one group): no I, O or Q
             assert not set(label) & set("IOQ")
+    for seed in range(300):  # every drawing option, many times
+        render_us_plate(random.Random(seed), fonts)
     a = render_us_plate(random.Random(11), fonts)
     b = render_us_plate(random.Random(11), fonts)
     assert a[1] == b[1] and np.array_equal(a[0], b[0])  # reproducible from the seed
