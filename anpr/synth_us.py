@@ -77,7 +77,8 @@ def render_us_plate(rng: random.Random, fonts: Sequence[str]):
         for _ in range(rng.randint(1, 4)):
             c = _colour(rng, light_bg)
             y = rng.randint(0, h)
-            draw.ellipse([rng.randint(-200, w // 2), y - rng.randint(20, 90), rng.randint(w // 2, w + 200), y + 90], fill=c)
+            x0, top, x1 = rng.randint(-200, w // 2), y - rng.randint(20, 90), rng.randint(w // 2, w + 200)
+            draw.ellipse([x0, top, x1, y + 90], fill=c)
     main_font = ImageFont.truetype(rng.choice(fonts), rng.randint(104, 128))
     small_font = ImageFont.truetype(rng.choice(fonts), rng.randint(28, 40))
     tiny_font = ImageFont.truetype(fonts[0], rng.randint(16, 22))
