@@ -603,7 +603,9 @@ def train(args: argparse.Namespace) -> Path:
         f"val br {len(val_br)} us {len(val_us)}"
     )
 
-    model = build_model()
+    last = out / "last.pt"
+    # english_g2.pth only when nothing else gives the starting weights
+    model = build_model_skeleton() if args.init or (args.resume and last.is_file()) else build_model()
     convs = [m for m in model.FeatureExtraction.ConvNet if isinstance(m, torch.nn.Conv2d)]
     for conv in convs[: args.freeze]:
         conv.requires_grad_(False)
@@ -611,8 +613,6 @@ def train(args: argparse.Namespace) -> Path:
     ctc = torch.nn.CTCLoss(blank=BLANK, zero_infinity=True)
     start_epoch, best, total_epochs, history = 0, -1.0, args.epochs, []
     frozen_bn = bool(args.init) and Path(args.init).suffix == ".onnx"
-
-    last = out / "last.pt"
     if args.resume and last.is_file():
         ck = torch.load(last, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
@@ -744,7 +744,7 @@ def export(checkpoint: Path, target: Path, root: Path, args: argparse.Namespace)
     import onnxruntime as ort
     import torch
 
-    model = build_model()
+    model = build_model_skeleton()
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model.load_state_dict(ck["model"])
     model.eval()
