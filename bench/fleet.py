@@ -9,6 +9,8 @@ For each instance count, on a fresh database with `--bays` bays spread over `--s
   the last (every shard's cursor at the head);
 - latency: departures stored at `--rate` per second for `--seconds`; p50/p95 from an event being
   stored to its bay's state being written (`received_at` -> `bay_states.updated_at`);
+- departures: the other bays' cars leave at once (one commit); events/s as above, each departure
+  finalising the penalty its hour-long stay raised (`penalties_finalised` counts them);
 - takeover (largest instance count): SIGKILL of the instance leading the most shards, `--kills`
   times; seconds until every shard is led again (target p95 <= ha.takeover_s, 10 s by default).
 Each engine process is `baywarden`'s own lease keeper and sharded engine (`service.fleet`,
@@ -149,7 +151,7 @@ def leaders(url: str, shards: int) -> dict[str, str]:
 
 def run(args: argparse.Namespace, n: int, kills: int) -> dict:
     from models.events import VehicleArrived, VehicleDeparted
-    from models.tables import BayStateRow, StoredEvent
+    from models.tables import BayStateRow, Penalty, StoredEvent
 
     url = fresh_pg(args.postgres)
     upgrade(url)
@@ -192,9 +194,28 @@ def run(args: argparse.Namespace, n: int, kills: int) -> dict:
                 select(BayStateRow).where(BayStateRow.bay_id.in_(list(received))))}  # type: ignore[attr-defined]
         eng.dispose()
         lat = sorted((decided[b] - received[b]).total_seconds() for b in received if b in decided)
+        # Departures backlog: every other car leaves at once (one commit), each departure finalising the
+        # penalty its hour-long stay raised.
+        rest = range(min(total, args.bays), args.bays)
+        dep_rate = None
+        if len(rest):
+            store(url, [VehicleDeparted(at=datetime.now(UTC), presence_id=f"p{i}", camera="cam", bay_id=f"B{i}",
+                                        plate=f"AB{i:05d}", first_seen=t0, last_seen=datetime.now(UTC))
+                        for i in rest])
+            while not all_applied(url, args.shards):
+                assert time.monotonic() < deadline + 600, "the engines did not apply the departures in 10 minutes"
+                time.sleep(0.5)
+            eng = create_engine(url)
+            with Session(eng) as db:
+                first, last = db.exec(select(func.min(BayStateRow.updated_at), func.max(BayStateRow.updated_at))
+                                      .where(BayStateRow.bay_id.in_([f"B{i}" for i in rest]))).one()  # type: ignore[attr-defined]
+                finalised = db.exec(select(func.count()).select_from(Penalty).where(Penalty.ended_at != None)).one()  # noqa: E711
+            eng.dispose()
+            dep_rate = round(len(rest) / max(1e-6, (last - first).total_seconds()), 1)
         out = {"instances": n, "shards": args.shards, "bays": args.bays, "sites": args.sites,
                "vehicles": args.vehicles, "list_entries": args.list_entries,
-               "backlog_events_per_s": round(rate, 1),
+               "backlog_events_per_s": round(rate, 1), "departures_events_per_s": dep_rate,
+               "penalties_finalised": finalised if dep_rate is not None else None,
                "paced_rate": args.rate, "latency_p50_s": round(statistics.median(lat), 3),
                "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3)}
         takeovers = []

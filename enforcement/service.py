@@ -72,6 +72,9 @@ ALERT_SEVERITY = {"blacklist": "critical", "return_ban": "warning", "camera_down
 _IN_CHUNK = 500  # ids per IN (...) list
 
 
+BAN_KINDS = ("idle", "overstay")  # penalties a return ban starts from
+
+
 @dataclass
 class _Batch:
     """What one transaction has read and what it still has to write (see `handle_many`).
@@ -87,6 +90,11 @@ class _Batch:
     visits: dict[str, tuple[Visit, datetime]] = field(default_factory=dict)  # latest value wins
     timers: dict[str, tuple[BayState, datetime]] = field(default_factory=dict)  # bay -> last state
     bans: tuple[datetime, list[Penalty]] | None = None  # (since, penalties ended since then)
+    # violation id -> its penalty row (None: none), for every penalty of the visits read with the bays
+    # (`penalty_visits`) and those this batch added: a departure finalises its penalties without a
+    # SELECT (and the autoflush before it) per event.
+    penalties: dict[str, Penalty | None] = field(default_factory=dict)
+    penalty_visits: set[str] = field(default_factory=set)
 
 
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -308,6 +316,26 @@ class EnforcementService:
                 batch.stored.add(bay_id)
         for b in ids:
             batch.bays.setdefault(b, (None, 0))
+        self._read_penalties(db, [s.visit.visit_id for b in ids if (s := batch.bays[b][0]) and s.visit])
+
+    def _read_penalties(self, db: Session, visit_ids: Sequence[str]) -> None:
+        """Load these visits' penalty rows into the batch (one query per 500 visits, after the bays'
+        locks: only the engine holding a bay's lock raises or finalises its visit's penalties)."""
+        batch = self._batch(db)
+        for chunk in _chunks(sorted(set(visit_ids) - batch.penalty_visits)):
+            for p in db.exec(select(Penalty).where(Penalty.visit_id.in_(chunk))):  # type: ignore[attr-defined]
+                batch.penalties[p.violation_id] = p
+            batch.penalty_visits.update(chunk)
+
+    def _penalty(self, db: Session, violation_id: str, visit_id: str) -> Penalty | None:
+        """The stored (or added this batch) penalty of this violation, if any."""
+        batch = self._batch(db)
+        if violation_id in batch.penalties:
+            return batch.penalties[violation_id]
+        if visit_id in batch.penalty_visits:
+            return None  # its visit's penalties were read: there is none
+        p = batch.penalties[violation_id] = db.get(Penalty, violation_id)
+        return p
 
     def _decide_one(self, db: Session, bay_id: str, event: Any, now: datetime) -> int:
         batch = self._batch(db)
@@ -399,10 +427,10 @@ class EnforcementService:
 
     def _recent_penalties(self, db: Session, since: datetime) -> list[Penalty]:
         """Idle and overstay penalties ended since `since`: read once per batch (the caller filters
-        by its own `since`), again only after this batch wrote a penalty or for an earlier `since`."""
+        by its own `since`), again only for an earlier `since`; those the batch ends join it (`_finalise`)."""
         batch = self._batch(db)
         if batch.bans is None or since < batch.bans[0]:
-            q = select(Penalty).where(Penalty.kind.in_(("idle", "overstay"))).where(Penalty.ended_at >= since)  # type: ignore[attr-defined]
+            q = select(Penalty).where(Penalty.kind.in_(BAN_KINDS)).where(Penalty.ended_at >= since)  # type: ignore[attr-defined]
             batch.bans = (since, list(db.exec(q)))
         return batch.bans[1]
 
@@ -421,7 +449,7 @@ class EnforcementService:
         elif isinstance(action, SendWarning):
             self._notify(db, "penalty_warning", {"bay_id": bay_id, **action.model_dump(mode="json")})
         elif isinstance(action, RaiseViolation):
-            p = db.get(Penalty, action.violation_id)
+            p = self._penalty(db, action.violation_id, action.visit_id)
             if p is None:
                 p = Penalty(
                     violation_id=action.violation_id,
@@ -438,7 +466,7 @@ class EnforcementService:
                     updated_at=now,
                 )
                 db.add(p)
-                self._batch(db).bans = None
+                self._batch(db).penalties[p.violation_id] = p  # not ended: no return ban from it yet
         elif isinstance(action, FinalisePenalty):
             self._finalise(db, bay_id, action, now)
         elif isinstance(action, AccessDecision):
@@ -452,7 +480,7 @@ class EnforcementService:
         # LinkTransaction, AppendTimeline, Schedule/CancelTimer are carried by the state sync below.
 
     def _finalise(self, db: Session, bay_id: str, a: FinalisePenalty, now: datetime) -> None:
-        p = db.get(Penalty, a.violation_id) or Penalty(
+        p = self._penalty(db, a.violation_id, a.visit_id) or Penalty(
             violation_id=a.violation_id,
             visit_id=a.visit_id,
             bay_id=bay_id,
@@ -476,7 +504,13 @@ class EnforcementService:
         else:
             p.state = "notice_issued"
         db.add(p)
-        self._batch(db).bans = None  # a return ban may start from this one
+        batch = self._batch(db)
+        batch.penalties[p.violation_id] = p
+        # A return ban may start from this one: the batch's list of ended penalties gains it (read
+        # again per event, that list made every departure of a batch cost a query).
+        if batch.bans is not None and p.kind in BAN_KINDS and p.ended_at >= batch.bans[0] \
+                and all(b is not p for b in batch.bans[1]):
+            batch.bans[1].append(p)
         if p.state == "notice_issued":
             self._notify(db, "penalty_notice", {"bay_id": bay_id, **a.model_dump(mode="json")})
 

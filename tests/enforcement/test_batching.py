@@ -99,3 +99,27 @@ def test_a_batch_of_arrivals_costs_a_few_statements_not_a_few_per_event(tmp_path
         assert len(list(db.exec(select(VisitRow)))) == 52
     # Lock 50 bay states, lists, visits, timers; the writes go out as multi-row statements.
     assert len(statements) <= 12, statements
+
+
+def test_a_batch_of_departures_finalises_their_penalties_in_a_few_statements(tmp_path, db_url):
+    svc = service(db_url, 50)
+    stays = [visit(i, T0, f"AB{i:03d}CD") for i in range(50)]
+    svc.handle_many([(e, e.at + timedelta(seconds=1)) for stay in stays for e in stay[:4]])
+    svc.sweep(now=T0 + timedelta(minutes=60, seconds=30))  # the idle fees' timers fire
+    with Session(svc.engine) as db:
+        assert [p.state for p in db.exec(select(Penalty))] == ["violation"] * 50
+    statements: list[str] = []
+
+    def count(*a: object) -> None:
+        statements.append(str(a[2]))
+
+    event.listen(svc.engine, "before_cursor_execute", count)
+    svc.handle_many([(stay[4], stay[4].at + timedelta(seconds=1)) for stay in stays])
+    event.remove(svc.engine, "before_cursor_execute", count)
+    with Session(svc.engine) as db:
+        penalties = list(db.exec(select(Penalty)))
+    assert len(penalties) == 50 and all(p.state == "pending_review" and p.ended_at for p in penalties)
+    # Not a SELECT (and an UPDATE) per departure: the visits' penalties are read with their bays.
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "penalties" in s]
+    assert len(reads) <= 2, reads
+    assert len(statements) <= 20, statements
