@@ -507,9 +507,9 @@ class EnforcementService:
         batch = self._batch(db)
         batch.penalties[p.violation_id] = p
         # A return ban may start from this one: the batch's list of ended penalties gains it (read
-        # again per event, that list made every departure of a batch cost a query).
-        if batch.bans is not None and p.kind in BAN_KINDS and p.ended_at >= batch.bans[0] \
-                and all(b is not p for b in batch.bans[1]):
+        # again per event, that list made every departure of a batch cost a query). It cannot be in the
+        # list already: only a penalty not yet ended (state "violation") gets here.
+        if batch.bans is not None and p.kind in BAN_KINDS and p.ended_at >= batch.bans[0]:
             batch.bans[1].append(p)
         if p.state == "notice_issued":
             self._notify(db, "penalty_notice", {"bay_id": bay_id, **a.model_dump(mode="json")})
