@@ -138,6 +138,13 @@ def all_applied(url: str, shards: int) -> bool:
     return len(seqs) == shards and min(seqs) >= head
 
 
+def wait_applied(url: str, shards: int, what: str, limit_s: float = 600) -> None:
+    deadline = time.monotonic() + limit_s
+    while not all_applied(url, shards):
+        assert time.monotonic() < deadline, f"the engines did not apply {what} in {limit_s:.0f} s"
+        time.sleep(0.5)
+
+
 def leaders(url: str, shards: int) -> dict[str, str]:
     from models.tables import Lease
 
@@ -162,10 +169,7 @@ def run(args: argparse.Namespace, n: int, kills: int) -> dict:
     store(url, arrivals)
     procs = start_workers(url, n, args)
     try:
-        deadline = time.monotonic() + 600
-        while not all_applied(url, args.shards):
-            assert time.monotonic() < deadline, "the engines did not apply the backlog in 10 minutes"
-            time.sleep(0.5)
+        wait_applied(url, args.shards, "the backlog")
         eng = create_engine(url)
         with Session(eng) as db:
             first, last = db.exec(select(func.min(BayStateRow.updated_at), func.max(BayStateRow.updated_at))).one()
@@ -202,10 +206,7 @@ def run(args: argparse.Namespace, n: int, kills: int) -> dict:
             store(url, [VehicleDeparted(at=datetime.now(UTC), presence_id=f"p{i}", camera="cam", bay_id=f"B{i}",
                                         plate=f"AB{i:05d}", first_seen=t0, last_seen=datetime.now(UTC))
                         for i in rest])
-            deadline = time.monotonic() + 600
-            while not all_applied(url, args.shards):
-                assert time.monotonic() < deadline, "the engines did not apply the departures in 10 minutes"
-                time.sleep(0.5)
+            wait_applied(url, args.shards, "the departures")
             eng = create_engine(url)
             with Session(eng) as db:
                 first, last = db.exec(select(func.min(BayStateRow.updated_at), func.max(BayStateRow.updated_at))
