@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from anpr.plates import normalize
 from anpr.train_recognizer import (
     _FONT_CANDIDATES,
     Sample,
@@ -53,6 +54,13 @@ VAL_SETS = ("plate-crops", "plate-crops-us")
 
 def _grey(img: np.ndarray) -> np.ndarray:
     return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_path", "plate_text"])  # fast-plate-ocr's annotation columns
+        w.writerows(rows)
 
 
 def prepare(args: argparse.Namespace) -> None:
@@ -75,21 +83,15 @@ def prepare(args: argparse.Namespace) -> None:
         for k, img in enumerate(views):
             name = f"train/{i:05d}_{k}.png"
             cv2.imwrite(str(out / name), _grey(img))
-            rows.append((name, "".join(ch for ch in s.text.upper() if ch.isalnum())))
-    with (out / "train.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image_path", "plate_text"])
-        w.writerows(rows)
+            rows.append((name, normalize(s.text)))
+    _write_csv(out / "train.csv", rows)
     val = []
     for name in VAL_SETS:
         for j, s in enumerate(load_crops(root / name, "val")):
             path = f"val/{name}_{j:04d}.png"
             cv2.imwrite(str(out / path), _grey(s.image))
-            val.append((path, s.text))
-    with (out / "val.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image_path", "plate_text"])
-        w.writerows(val)
+            val.append((path, normalize(s.text)))
+    _write_csv(out / "val.csv", val)
     print(json.dumps({"train_images": len(rows), "samples": len(samples), "val_images": len(val)}))
 
 
@@ -119,7 +121,6 @@ class FpoReader:
 
 def evaluate(args: argparse.Namespace) -> None:
     from anpr.ocr import make_ocr
-    from anpr.plates import normalize
 
     fpo = FpoReader(args.model, args.plate_config)
     platerec = make_ocr("platerec")
