@@ -204,12 +204,21 @@ def combine(primary: TextRead | None, second: TextRead | None, regions: Sequence
     best = accepted[0] if accepted else order[0]
     # How much better than the best reading of the other reader (its repairs are the same reading).
     runner_up = next((total[i] for i in order if source[texts[i]] != source[texts[best]]), None)
+    if runner_up is not None:
+        margin = min(30.0, total[best] - runner_up)
+    elif second is not None and not (p_text and s_text):
+        # One of the two readers saw no text at all: nothing confirms the other's read, so no margin.
+        # (The widest margin here put a headlight the trained reader alone read as AAE86 at 0.90; no
+        # calibration read has an empty reader, so the fitted model never learnt this case.)
+        margin = 0.0
+    else:
+        margin = 30.0  # the readers agree, or there is no second reader: no other reading competes
     text = texts[best]
     confs = tuple(primary.char_confidences) if primary is not None and text == p_text else ()
     features = {
         "ll_primary": ll_p[best],
         "ll_second": ll_s[best] if second is not None else LL_FLOOR,
-        "margin": min(30.0, total[best] - runner_up) if runner_up is not None else 30.0,
+        "margin": margin,
         "agree": float(bool(p_text) and p_text == s_text),
     }
     return ReadEvidence(
@@ -259,6 +268,8 @@ class EnsembleReader:
         s = self.second.read(_at_least(crop, SECOND_MIN_HEIGHT)) if self.second is not None else []
         best_p = max(p, key=lambda r: r.confidence) if p else None
         best_s = max(s, key=lambda r: r.confidence) if s else None
+        if self.second is not None and best_s is None:
+            best_s = TextRead("", 0.0)  # the second reader ran and saw nothing: that is evidence too
         return combine(best_p, best_s, self.regions)
 
     def confidence(self, ev: ReadEvidence, *, plate: bool = False) -> float:

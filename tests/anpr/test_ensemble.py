@@ -74,6 +74,30 @@ def test_agreeing_readers_give_their_text_with_a_wide_margin():
     assert ev.text == "6HP995" and ev.features["agree"] == 1.0 and ev.features["margin"] == 30.0
 
 
+def _blank_read(frames: int = 12) -> TextRead:
+    """A posterior of blanks only: the reader looked and saw no text (a headlight, a rear window)."""
+    probs = np.full((frames, 37), 0.01 / 36)
+    probs[:, 0] = 0.99
+    return TextRead("", 0.0, (), CtcScores.from_probs(probs, 0, list(range(1, 37))))
+
+
+def test_a_read_the_other_reader_does_not_see_has_no_margin():
+    # A headlight in a 1600x900 scene: the trained reader made AAE86 of it, RapidOCR saw no text. That is no
+    # confirmation: the committed calibration put it at 0.90 while the margin claimed the widest lead.
+    for second in (_blank_read(), TextRead("", 0.0)):
+        ev = combine(read_of("AAE86", conf=0.3), second, get_regions("generic"))
+        assert ev is not None and ev.text == "AAE86" and ev.features["margin"] == 0.0
+    cal = Calibrator.load()
+    alone = EnsembleReader(_Fixed(read_of("AAE86", conf=0.3)), _Fixed(_blank_read()), get_regions("generic"), cal)
+    assert alone.read_crop(np.zeros((20, 80, 3), np.uint8)).confidence < 0.5
+    # A second reader that returns nothing at all counts the same as one that read no text.
+    silent = EnsembleReader(_Fixed(read_of("AAE86", conf=0.3)), _Nothing(), get_regions("generic"), cal)
+    assert silent.evidence(np.zeros((20, 80, 3), np.uint8)).features["margin"] == 0.0
+    # Without a second reader nothing changes: no other reading competes.
+    ev = combine(read_of("6HP995"), None, get_regions("us"))
+    assert ev is not None and ev.features["margin"] == 30.0
+
+
 def test_a_read_no_region_accepts_is_never_trusted():
     ev = combine(read_of("TEXAS"), read_of("TEXAS"), get_regions("us"))
     assert ev is not None and not ev.trusted and ev.format_name is None
@@ -120,6 +144,13 @@ class _Fixed:
 
     def read(self, crop):
         return [self._read]
+
+
+class _Nothing:
+    name = "nothing"
+
+    def read(self, crop):
+        return []
 
 
 def test_uncalibrated_or_untrusted_reads_stay_below_review():
