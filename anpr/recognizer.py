@@ -332,7 +332,9 @@ class PlateRecognizer:
 
     Detections scoring at least `accept_conf` are returned whatever their text; weaker ones (down
     to `det_conf`) only when their read fits a real (non-generic) format - the reader verifies
-    what the detector is unsure of, which buys recall without flooding false boxes.
+    what the detector is unsure of, which buys recall without flooding false boxes. Reads of such
+    weak boxes and of text proposals are kept below auto-accept (`UNTRUSTED_CAP`): the read that
+    made them plates cannot also vouch for itself.
 
     `text_proposals`: "fallback" runs the OCR backend's whole-frame text detector only when the
     plate detector gave no readable plate (catches its misses); "always" runs it on every frame;
@@ -415,7 +417,12 @@ class PlateRecognizer:
         )
         if want_proposals and self.proposer is not None:
             candidates.extend(self._from_text_proposals(image, candidates, timings))
-        kept = _suppress_overlaps(candidates, weak)
+        # A box the detector is unsure of (below `accept_conf`; a text proposal has no box at all) is a
+        # plate only because its read says so, and that read cannot also vouch for itself enough to skip
+        # review: badges and signs read cleanly (CITROEN at 0.99 from a 0.15 box in a 1600x900 scene,
+        # WASHINGTON from a proposal).
+        kept = [c if c.det_confidence >= self.accept_conf else _contested(c)
+                for c in _suppress_overlaps(candidates, weak)]
         if self.reader is not None:
             t0 = time.perf_counter()
             kept = [self._second_look(image, c) for c in kept]

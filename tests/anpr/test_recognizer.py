@@ -261,6 +261,39 @@ def test_a_sure_read_that_a_wider_cut_reads_with_another_look_alike_glyph_is_not
     assert cand.confidence > 0.99 and len(primary.widths) == 1
 
 
+def test_a_read_that_alone_made_a_weak_box_a_plate_never_skips_review() -> None:
+    # A 1600x900 scene: a car maker's badge boxed at 0.15 and read CITROEN by both readers at 0.99. The
+    # read verified the box (it is kept), but it cannot also vouch for itself: it goes to an operator.
+    # The same read from a box the detector is sure of keeps its probability.
+    from anpr.detector import Detection
+    from anpr.ensemble import Calibrator, EnsembleReader
+    from anpr.regions import get_regions
+
+    class OneBox:
+        def __init__(self, score: float) -> None:
+            self.score = score
+
+        def detect(self, image):
+            return [Detection((80.0, 100.0, 160.0, 130.0), self.score)]
+
+    class Primary:
+        name = "primary"
+
+        def read(self, crop):
+            return [TextRead("CITROEN", 0.99)]
+
+    sure = Calibrator([0.0, 0.0, 0.0, 0.0], 10.0)  # every read at 0.99995
+    image = np.zeros((240, 320, 3), np.uint8)
+    for score, capped in ((0.15, True), (0.34, True), (0.35, False), (0.9, False)):
+        ensemble = EnsembleReader(Primary(), None, get_regions("generic"), sure)
+        rec = PlateRecognizer(OneBox(score), None, "generic", refine_boxes=False, text_proposals="off",
+                              variants=("tight",), reader=ensemble, second_look_above=1.0)
+        (cand,) = rec.recognize(image)
+        assert cand.text == "CITROEN"
+        assert (cand.confidence <= 0.5) == capped, score
+        assert cand.plate_confidence is not None and cand.plate_confidence > 0.99  # still a plate's text
+
+
 def test_a_box_several_plates_wide_that_reads_less_loses_to_the_plate_box() -> None:
     # US scene 030: a box across the bumper (265 px) read 4T88 at 0.97; the plate's own box (69 px)
     # read L824788, capped at 0.5 for its look-alike twin. The narrow box read more characters in
