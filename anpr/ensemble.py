@@ -27,7 +27,7 @@ import numpy as np
 
 from anpr.ocr import OcrBackend, OcrLoadError, TextRead
 from anpr.plates import PlateFormat, PlateRead, SkipPrior, normalize, score_texts
-from anpr.regions import Region, RegionVerdict, apply_regions, apply_regions_exact, lookalike_twin
+from anpr.regions import Region, RegionVerdict, apply_regions, apply_regions_exact, is_badge, lookalike_twin
 
 DEFAULT_CALIBRATION = Path(__file__).parent / "weights" / "calibration.json"
 FEATURES = ("ll_primary", "ll_second", "margin", "agree")
@@ -56,7 +56,8 @@ class ReadEvidence:
     char_confidences: tuple[float, ...]
     format_name: str | None
     trusted: bool = True  # a region accepts it and the trained reader made it
-    # A region accepts it and it is long enough to be a plate; it may still have a look-alike twin.
+    # A region accepts it, it is long enough to be a plate and no badge word (`anpr.regions.is_badge`); it
+    # may still have a look-alike twin.
     plate_like: bool = True
 
 
@@ -214,6 +215,9 @@ def combine(primary: TextRead | None, second: TextRead | None, regions: Sequence
     else:
         margin = 30.0  # the readers agree, or there is no second reader: no other reading competes
     text = texts[best]
+    # A car maker's name or badge word (CITROEN read by both readers at 0.99 off a car's tailgate) is no
+    # plate either way, like a read too short to be one.
+    plate_like = bool(accepted) and len(text) >= MIN_TRUSTED_LEN and not is_badge(text)
     confs = tuple(primary.char_confidences) if primary is not None and text == p_text else ()
     features = {
         "ll_primary": ll_p[best],
@@ -228,8 +232,8 @@ def combine(primary: TextRead | None, second: TextRead | None, regions: Sequence
         features=features,
         char_confidences=confs,
         format_name=verdicts[text].format_name if verdicts[text].accepted else None,
-        trusted=bool(accepted) and len(text) >= MIN_TRUSTED_LEN and lookalike_twin(text) is None,
-        plate_like=bool(accepted) and len(text) >= MIN_TRUSTED_LEN,
+        trusted=plate_like and lookalike_twin(text) is None,
+        plate_like=plate_like,
     )
 
 

@@ -43,6 +43,32 @@ US_DECORATIONS = frozenset(
 )
 
 
+# Car makers' names and drive or engine words badged on cars' rears, written from the makers' own naming,
+# not from any evaluation set (model names are left out: there are thousands). A read that is exactly one
+# of these is the car's badge far more often than a vanity plate: it may still be reported, but never
+# skips review and never makes a weak box a plate (`anpr.ensemble.combine`). Regions do not refuse them:
+# which text is read never changes.
+VEHICLE_BADGES = frozenset(
+    normalize(w)
+    for w in (
+        "ACURA", "ALFA ROMEO", "ALFA", "ROMEO", "ALPINE", "ASTON MARTIN", "ASTON", "AUDI", "BENTLEY", "BUGATTI",
+        "BUICK", "CADILLAC", "CHEVROLET", "CHEVY", "CHRYSLER", "CITROEN", "CUPRA", "DACIA", "DAEWOO",
+        "DAIHATSU", "DODGE", "FERRARI", "FIAT", "FORD", "GEELY", "GENESIS", "HONDA", "HUMMER", "HYUNDAI",
+        "INFINITI", "ISUZU", "IVECO", "JAGUAR", "JEEP", "LADA", "LAMBORGHINI", "LANCIA", "LAND ROVER", "LEXUS",
+        "LINCOLN", "LOTUS", "LUCID", "MASERATI", "MAYBACH", "MAZDA", "MCLAREN", "MERCEDES", "MERCEDES BENZ",
+        "BENZ", "MINI", "MITSUBISHI", "NISSAN", "OPEL", "PEUGEOT", "POLESTAR", "PONTIAC", "PORSCHE",
+        "RENAULT", "RIVIAN", "ROLLS ROYCE", "ROVER", "SAAB", "SATURN", "SCION", "SEAT", "SKODA", "SMART",
+        "SSANGYONG", "SUBARU", "SUZUKI", "TATA", "TESLA", "TOYOTA", "VAUXHALL", "VOLKSWAGEN", "VOLVO",
+        "HYBRID", "DIESEL", "TURBO", "ELECTRIC", "QUATTRO", "4MATIC", "XDRIVE", "4MOTION", "ALLTRACK",
+        "SPORT", "LIMITED", "PLUGIN", "EHYBRID",
+    )
+)
+
+
+def is_badge(text: str) -> bool:
+    """`text` is a car maker's name or a badge word (`VEHICLE_BADGES`)."""
+    return normalize(text) in VEHICLE_BADGES
+
 @dataclass(frozen=True)
 class Region:
     name: str

@@ -196,6 +196,23 @@ def test_a_read_with_an_equally_plausible_lookalike_twin_is_never_sure():
         assert read.confidence <= UNTRUSTED_CAP and read.plate_confidence <= UNTRUSTED_CAP
 
 
+def test_a_badge_word_is_read_but_never_trusted():
+    # A car maker's name off a tailgate, read by both readers: the text stays (regions never change what
+    # is read), but it neither skips review nor counts as a plate.
+    from anpr.regions import is_badge
+
+    assert is_badge("CITROEN") and is_badge("mercedes-benz") and is_badge("4MATIC")
+    assert not is_badge("6HP995") and not is_badge("RK099AN")
+    sure = Calibrator([1.0, 1.0, 1.0, 5.0], 10.0)
+    crop = np.zeros((20, 80, 3), np.uint8)
+    for region in ("generic", "eu", "us"):
+        reader = EnsembleReader(_Fixed(read_of("CITROEN")), _Fixed(read_of("CITROEN")), get_regions(region), sure)
+        read = reader.read_crop(crop)
+        assert read.text == "CITROEN" and read.confidence <= UNTRUSTED_CAP, region
+        assert read.plate_confidence is not None and read.plate_confidence <= UNTRUSTED_CAP, region
+    assert apply_regions("CITROEN", get_regions("generic")).accepted  # generic still accepts it as read
+
+
 def test_a_reader_that_merges_doubled_characters_never_shortens_the_read():
     # RapidOCR's coarse frames read LLL333 as LL33; the trained reader sees every glyph. The shorter
     # text must not win by the second reader's vote (it cannot tell repeats apart), whatever the region.
