@@ -771,9 +771,10 @@ def make_recognizer(
     """A recogniser from backend names (what the CLI and the benchmark use).
 
     `detector="none"` runs without a plate detector: only whole-frame text proposals are used (no
-    model file needed; slower and less precise). `proposer` picks the text detector used for those
-    proposals and for growing clipped boxes: `rapidocr` (DBNet, fast; the default for every OCR
-    backend), `ocr` (the OCR backend's own, e.g. EasyOCR's CRAFT, ~10x slower on CPU) or `none`."""
+    model file needed; slower and less precise, and no read skips review: see `recognize`). `proposer`
+    picks the text detector used for those proposals and for growing clipped boxes: `rapidocr` (DBNet,
+    fast; the default for every OCR backend), `ocr` (the OCR backend's own, e.g. EasyOCR's CRAFT, ~10x
+    slower on CPU) or `none`."""
     from anpr.detector import make_detector
     from anpr.ocr import RapidOcrBackend, default_threads, make_ocr
 
