@@ -19,6 +19,18 @@ Box = tuple[float, float, float, float]
 W, H = 1280, 720
 
 
+def paint_out(frame: np.ndarray, box: Box) -> np.ndarray:
+    """`frame` with the plate in `box` (frame pixels) inpainted from its surroundings, 3 px beyond its edges."""
+    fh, fw = frame.shape[:2]
+    ox1, oy1 = max(0, int(box[0])), max(0, int(box[1]))
+    ox2, oy2 = min(fw, int(box[2]) + 1), min(fh, int(box[3]) + 1)
+    if ox2 <= ox1 or oy2 <= oy1:
+        return frame
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    mask[max(0, oy1 - 3) : oy2 + 3, max(0, ox1 - 3) : ox2 + 3] = 255
+    return cv2.inpaint(frame, mask, 5, cv2.INPAINT_TELEA)
+
+
 def paste_plate(host: np.ndarray, box: Box, crop: np.ndarray, width: int, rng: random.Random,
                 size: tuple[int, int] = (W, H)) -> tuple[np.ndarray, list[float]]:
     """A `size` (w, h) window of `host` around its plate `box`, that plate painted out and `crop` pasted
@@ -35,12 +47,7 @@ def paste_plate(host: np.ndarray, box: Box, crop: np.ndarray, width: int, rng: r
     top = int(np.clip(cy - rng.uniform(0.3, 0.8) * fh, 0, img.shape[0] - fh))
     frame = img[top : top + fh, left : left + fw].copy()
     cx, cy = cx - left, cy - top
-    ox1, oy1 = max(0, int(bx1 - left)), max(0, int(by1 - top))
-    ox2, oy2 = min(fw, int(bx2 - left) + 1), min(fh, int(by2 - top) + 1)
-    if ox2 > ox1 and oy2 > oy1:  # the host's own plate must not show beside the pasted one
-        mask = np.zeros(frame.shape[:2], np.uint8)
-        mask[max(0, oy1 - 3) : oy2 + 3, max(0, ox1 - 3) : ox2 + 3] = 255
-        frame = cv2.inpaint(frame, mask, 5, cv2.INPAINT_TELEA)
+    frame = paint_out(frame, (bx1 - left, by1 - top, bx2 - left, by2 - top))  # the host's own plate must not show
     height = round(width * crop.shape[0] / crop.shape[1])
     # The plate's far side a little shorter, as seen from a pole beside the bay.
     src = np.float32([[0, 0], [crop.shape[1], 0], [crop.shape[1], crop.shape[0]], [0, crop.shape[0]]])

@@ -490,6 +490,8 @@ def test_end_to_end_with_detector(detector: OnnxPlateDetector, rapid: RapidOcrBa
 
 def _without_its_plate(name: str, size: tuple[int, int]) -> np.ndarray:
     """A plates-dev photo scaled to a camera frame of `size` around its plate, the plate painted out."""
+    from anpr.scene_synth import paint_out
+
     image, (x1, y1, x2, y2), _ = sample(name)
     fw, fh = size
     s = max(fw / image.shape[1], fh / image.shape[0])
@@ -497,10 +499,7 @@ def _without_its_plate(name: str, size: tuple[int, int]) -> np.ndarray:
     x1, y1, x2, y2 = (v * s for v in (x1, y1, x2, y2))
     top = int(np.clip((y1 + y2) / 2 - fh / 2, 0, image.shape[0] - fh))
     left = int(np.clip((x1 + x2) / 2 - fw / 2, 0, image.shape[1] - fw))
-    frame = image[top : top + fh, left : left + fw].copy()
-    mask = np.zeros(frame.shape[:2], np.uint8)
-    mask[max(0, int(y1) - top - 3) : int(y2) - top + 4, max(0, int(x1) - left - 3) : int(x2) - left + 4] = 255
-    return cv2.inpaint(frame, mask, 5, cv2.INPAINT_TELEA)
+    return paint_out(image[top : top + fh, left : left + fw].copy(), (x1 - left, y1 - top, x2 - left, y2 - top))
 
 
 @needs_model
