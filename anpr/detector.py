@@ -132,8 +132,8 @@ DEFAULT_PIXELS = 512 * 512  # a dynamic model's input budget: what the static 51
 # Frames the square input would shrink below this go in at their own shape (a 1280x720 frame at 0.53x
 # instead of 0.4x; 1600x900 at 0.43x instead of 0.32x). Smaller frames keep the square: on the
 # 640x480 photos of plates-train-extra:val their own shape (0.93x instead of 0.8x) cost detection
-# precision (0.825 -> 0.755) for little recall (0.606 -> 0.629). The threshold is the windows' one
-# (`anpr.recognizer._tiling_helps`), not tuned again.
+# precision (0.825 -> 0.755) for little recall (0.606 -> 0.629). The threshold was the windows' one
+# when it was set (windows now look closer at every shrunk frame, `anpr.recognizer.WINDOWS_BELOW`).
 RECT_BELOW = 0.6
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anpr.detector import RECT_BELOW, Detection, PlateDetector, detect_tiled
+from anpr.detector import Detection, PlateDetector, detect_tiled
 from anpr.ensemble import UNTRUSTED_CAP, EnsembleReader, fold_lookalikes
 from anpr.ocr import BatchOcr, OcrBackend, TextBox, TextProposer, TextRead
 from anpr.plates import (
@@ -409,9 +409,10 @@ class PlateRecognizer:
             more = [d for d in more if not any(iou(d.box, c.box) > 0.3 for c in candidates)]
             candidates = candidates + self._read_detections(image, more, candidates, timings, det_boxes, weak)
 
-        # The whole-frame text detector is the fallback of frames too small for windows: on large
-        # frames the windows found what it found (train-split US scenes and plates-train:val read the
-        # same with or without it after the windows; 70-85 ms per image less).
+        # The whole-frame text detector is the fallback of frames too small for windows (and of a
+        # recogniser without a detector): where windows ran they found what it found (train-split US
+        # scenes and plates-train:val read the same with or without it after the windows, 70-85 ms per
+        # image less; on 640 px frames, after the windows, it found no further plate and cost precision).
         want_proposals = self.text_proposals == "always" or (
             self.text_proposals == "fallback" and not tiled and not any(self._verified(c) for c in candidates)
         )
@@ -617,14 +618,21 @@ class PlateRecognizer:
         return found
 
 
+# Windows look closer at every frame the whole-frame pass shrank on its way into the detector: they
+# undo that shrinking (a 640x480 frame or camera ROI enters the 512 square at 0.8x, its 2/3 windows at
+# 1.2x). Frames at or below the input's size are not blown up further. Until 2026-12-07 only frames
+# shrunk below 0.6x (`anpr.detector.RECT_BELOW`) had windows, smaller ones the whole-frame text
+# proposals, which find fewer plates there, more slowly (weights README, "Windows on small frames").
+WINDOWS_BELOW = 1.0
+
+
 def _tiling_helps(detector: PlateDetector, image: np.ndarray) -> bool:
-    """Windows only look closer when the whole frame enters the detector at under 0.6x (the same
-    threshold above which a dynamic detector keeps its square input, `anpr.detector.RECT_BELOW`)."""
+    """Whether the whole frame entered the detector at under `WINDOWS_BELOW` (so windows see it larger)."""
     scale_for = getattr(detector, "scale_for", None)
     if scale_for is not None:
-        return scale_for(image.shape) < RECT_BELOW
+        return scale_for(image.shape) < WINDOWS_BELOW
     side = min(getattr(detector, "input_size", (640, 640)))
-    return side / max(image.shape[:2]) < RECT_BELOW
+    return side / max(image.shape[:2]) < WINDOWS_BELOW
 
 
 def _formatted(c: PlateCandidate) -> bool:

@@ -590,8 +590,8 @@ def test_windows_look_again_only_when_the_frame_gave_no_plate() -> None:
 
         def detect(self, image):
             self.sizes.append(image.shape[:2])
-            if len(self.sizes) == 2:  # the left window: the plate is big enough there to be found
-                return [Detection((100.0, 400.0, 180.0, 440.0), 0.6)]
+            if len(self.sizes) == 2:  # the first window: the plate is big enough there to be found
+                return [Detection((100.0, 200.0, 180.0, 240.0), 0.6)]
             return []
 
     class Reader:
@@ -604,10 +604,15 @@ def test_windows_look_again_only_when_the_frame_gave_no_plate() -> None:
     det = SmallOnlyInWindows()
     rec = PlateRecognizer(det, Reader(), "eu", refine_boxes=False, text_proposals="off", tiles="fallback")
     (cand,) = rec.recognize(np.zeros((720, 1280, 3), np.uint8))
-    assert cand.box == (100.0, 400.0, 180.0, 440.0) and det.sizes == [(720, 1280), (720, 720), (720, 720)]
+    assert cand.box == (100.0, 200.0, 180.0, 240.0) and det.sizes == [(720, 1280), (720, 720), (720, 720)]
     assert cand.text == "AB123CD"
     det.sizes.clear()
-    assert rec.recognize(np.zeros((400, 500, 3), np.uint8)) == [] and det.sizes == [(400, 500)]  # small frame
+    # A 640x480 frame (or camera ROI) enters the 512 square shrunk (0.8x): its four windows of 2/3 see it at 1.2x.
+    (cand,) = rec.recognize(np.zeros((480, 640, 3), np.uint8))
+    assert det.sizes == [(480, 640), (320, 427), (320, 427), (320, 427), (320, 427)] and cand.text == "AB123CD"
+    det.sizes.clear()
+    # A frame no larger than the detector's input is not blown up further.
+    assert rec.recognize(np.zeros((400, 500, 3), np.uint8)) == [] and det.sizes == [(400, 500)]
     with pytest.raises(ValueError, match="tiles"):
         PlateRecognizer(det, Reader(), "generic", tiles="sometimes")
 
@@ -624,6 +629,7 @@ def test_windows_look_again_only_when_the_frame_gave_no_plate() -> None:
     rec = PlateRecognizer(det, Reader(), "eu", proposer=proposer, refine_boxes=False, tiles="fallback")
     Reader.text = ""
     rec.recognize(np.zeros((720, 1280, 3), np.uint8))
+    rec.recognize(np.zeros((480, 640, 3), np.uint8))
     assert proposer.frames == []
     rec.recognize(np.zeros((400, 500, 3), np.uint8))
     assert proposer.frames == [(400, 500)]
