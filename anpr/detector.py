@@ -10,6 +10,7 @@ plates enter the detector larger for the same cost.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,16 +97,25 @@ def tiles(shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
     """Overlapping windows (x1, y1, x2, y2) for a second, closer look at a frame's small plates.
 
     A 1280x720 frame goes into a 512 px detector at 0.4x (a 70 px plate becomes 28 px, where the
-    detector misses many); its two 720x720 halves go in at 0.71x. Wide frames (>= 1.5:1) get two
-    square windows side by side (tall ones two stacked), others four windows of 2/3 the size; windows
-    overlap by at least 160 px or 20 % so a plate cut by one lies whole in the other."""
+    detector misses many); its two 720x720 halves go in at 0.71x. Wide frames (>= 1.5:1) get square
+    windows side by side (tall ones stacked), as many as cover the frame with neighbours overlapping by
+    at least 20 % (two up to about 2.25:1, as 16:9 frames; a wide strip of bays more), others four
+    windows of 2/3 the size; so a plate cut by one window lies whole in the next."""
     h, w = shape[:2]
     if w >= 1.5 * h:
-        return [(0, 0, h, h), (w - h, 0, w, h)]
+        return [(x, 0, x + h, h) for x in _spread(w, h)]
     if h >= 1.5 * w:
-        return [(0, 0, w, w), (0, h - w, w, h)]
+        return [(0, y, w, y + w) for y in _spread(h, w)]
     tw, th = (2 * w + 2) // 3, (2 * h + 2) // 3
     return [(x, y, x + tw, y + th) for y in (0, h - th) for x in (0, w - tw)]
+
+
+def _spread(length: int, side: int) -> list[int]:
+    """Starts of windows of `side` along `length`: first at 0, last at the end, evenly spaced with
+    neighbours overlapping by at least 20 % of `side` (two windows of a 16:9 frame; until 2026-12-07
+    always two, which left the middle of frames wider than 2:1 unseen)."""
+    k = max(2, math.ceil((length - side) / (0.8 * side)) + 1)
+    return [round(i * (length - side) / (k - 1)) for i in range(k)]
 
 
 def detect_tiled(detector: PlateDetector, image_bgr: np.ndarray, iou: float = 0.5) -> list[Detection]:

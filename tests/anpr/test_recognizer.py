@@ -578,6 +578,23 @@ def test_tiled_detection_maps_boxes_back_and_drops_cut_ones() -> None:
     assert [d.box for d in found] == [(600.0, 300.0, 680.0, 340.0)] and found[0].score == 0.8
 
 
+def test_windows_cover_a_wide_frame_end_to_end() -> None:
+    from itertools import pairwise
+
+    from anpr.detector import tiles
+
+    # 16:9 frames keep their two square halves.
+    assert tiles((720, 1280)) == [(0, 0, 720, 720), (560, 0, 1280, 720)]
+    assert tiles((1280, 720)) == [(0, 0, 720, 720), (0, 560, 720, 1280)]
+    # A strip of bays 800x250 (a camera worker's region of several bays side by side): two end windows
+    # left x 250-550 unseen; now every column lies in a window, neighbours overlapping by >= 20 %.
+    for shape in ((250, 800), (1080, 2560), (300, 1500)):
+        h, w = shape
+        wins = tiles(shape)
+        assert wins[0][0] == 0 and wins[-1][2] == w and all(y1 == 0 and y2 == h for _, y1, _, y2 in wins)
+        assert all(a[2] - b[0] >= 0.2 * h for a, b in pairwise(wins))
+
+
 def test_windows_look_again_only_when_the_frame_gave_no_plate() -> None:
     from anpr.detector import Detection
     from anpr.recognizer import PlateRecognizer
