@@ -69,6 +69,7 @@ def is_badge(text: str) -> bool:
     """`text` is a car maker's name or a badge word (`VEHICLE_BADGES`)."""
     return normalize(text) in VEHICLE_BADGES
 
+
 @dataclass(frozen=True)
 class Region:
     name: str
