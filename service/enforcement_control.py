@@ -20,7 +20,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
@@ -37,11 +37,11 @@ from models.tables import Alert, BayRow, BayStateRow, Camera, ConsumerCursor, Ru
 from service.camera_config import sync_config_cameras
 from service.context import AppContext
 from service.fleet import engine_lease
+from service.inbox import GAP_GRACE, InboxIndex, walk_inbox
 
 log = logging.getLogger(__name__)
 CURSOR = "enforcement"
-# A sequence gap younger than this may be a transaction still committing (PostgreSQL): wait for it.
-GAP_GRACE = timedelta(seconds=5)
+__all__ = ["GAP_GRACE", "EnforcementComponent"]
 # A shard's own events applied per transaction: one commit, lease check and cursor move per batch.
 APPLY_BATCH = 50
 # Inbox rows a shard looks at per read: only their sequence, kind and routing ids, so this can be large.
@@ -87,6 +87,10 @@ class EnforcementComponent:
         self._config_mark: tuple[Any, ...] | None = None
         self.lag = 0
         self.lag_by_shard: dict[int, int] = {}
+        # The inbox walked once for all shards of this instance, and where each shard is in it under
+        # the lease token it holds (its cursor is read again only when the token changed).
+        self.inbox = InboxIndex()
+        self._positions: dict[int, tuple[int, int]] = {}
 
     # --- set-up ---------------------------------------------------------------------------------
 
@@ -226,6 +230,7 @@ class EnforcementComponent:
             self.leases.release(lease_name(k))  # hand over at once instead of after the lease's time
 
     def _on_event(self, _event: object) -> None:
+        self.inbox.wake()
         for w in self._wake:
             w.set()
 
@@ -304,37 +309,26 @@ class EnforcementComponent:
 
     @staticmethod
     def _read_inbox(db: Session, service: EnforcementService, start: int, batch: int, bays: frozenset[str],
-                    unknown_bays: bool, now: datetime) -> tuple[list[Any], dict[int, tuple[str, Any]], bool]:
-        """The next inbox rows after `start` that may be applied now (seq, received_at, kind; up to
-        `batch`, stopping before a sequence gap younger than GAP_GRACE: a lower number may still be
-        committing), the payloads of those this shard applies, and whether more rows may follow at once.
-        Every shard walks every sequence number (to see gaps), but only its own events' payloads leave
-        the database: the routing ids come out of the JSON on the server, so N shards do not each ship
-        and decode every event."""
+                    unknown_bays: bool, now: datetime, index: InboxIndex | None = None,
+                    ) -> tuple[list[Any], dict[int, tuple[str, Any]], bool]:
+        """The next inbox rows after `start` that may be applied now (`service.inbox.walk_inbox`, or the
+        instance's `index` of it), the payloads of those this shard applies, and whether more rows may
+        follow at once. Only a shard's own events' payloads leave the database."""
+        if index is not None:
+            ready, more = index.rows_after(db, start, batch, now)
+        else:
+            ready, more = walk_inbox(db, start, batch, now)
+        wanted = [row.seq for row in ready
+                  if service.may_concern(row.kind, {"bay_id": row.bay_id, "charge_point_id": row.charge_point_id},
+                                         bays, unknown_bays=unknown_bays)]
         t = StoredEvent.__table__  # type: ignore[attr-defined]
-        rows = list(db.execute(
-            sa_select(t.c.seq, t.c.received_at, t.c.kind,
-                      t.c.payload["bay_id"].as_string().label("bay_id"),
-                      t.c.payload["charge_point_id"].as_string().label("charge_point_id"))
-            .where(t.c.seq > start).order_by(t.c.seq).limit(batch)))
-        wanted: list[int] = []
-        ready: list[Any] = []
-        last = start
-        for row in rows:
-            if row.seq != last + 1 and row.received_at > now - GAP_GRACE:
-                break
-            ready.append(row)
-            last = row.seq
-            ids = {"bay_id": row.bay_id, "charge_point_id": row.charge_point_id}
-            if service.may_concern(row.kind, ids, bays, unknown_bays=unknown_bays):
-                wanted.append(row.seq)
         payloads: dict[int, tuple[str, Any]] = {}
         for i in range(0, len(wanted), 500):
             chunk = wanted[i:i + 500]
             for seq, event_id, payload in db.execute(
                     sa_select(t.c.seq, t.c.event_id, t.c.payload).where(t.c.seq.in_(chunk))):
                 payloads[seq] = (event_id, payload)
-        return ready, payloads, len(ready) == batch
+        return ready, payloads, more
 
     def _drain_shard(self, shard: int, token: int, batch: int = READ_BATCH, apply_batch: int = APPLY_BATCH) -> bool:
         """Apply this shard's next stored events in sequence order, `apply_batch` of its own events per
@@ -343,9 +337,11 @@ class EnforcementComponent:
         assert service is not None
         bays = self.shard_bays[shard]
         now = self.ctx.clock()
+        known = self._positions.get(shard)
         with Session(self.ctx.engine) as db:
-            start = self._start_seq(db, shard)
-            rows, payloads, more = self._read_inbox(db, service, start, batch, bays, shard == 0, now)
+            start = known[1] if known is not None and known[0] == token else self._start_seq(db, shard)
+            rows, payloads, more = self._read_inbox(db, service, start, batch, bays, shard == 0, now, self.inbox)
+        self._positions.pop(shard, None)  # set again below once this drain's end is known
         last, stored = start, start
         pending: list[tuple[int, Any]] = []  # (seq, event) to apply in one transaction
 
@@ -402,6 +398,7 @@ class EnforcementComponent:
                 with Session(self.ctx.engine) as db:
                     self._fenced_cursor(shard, token, last)(db)
                     db.commit()
+        self._positions[shard] = (token, last)  # stored: the cursor is there
         self.lag_by_shard[shard] = len(rows) - (last - start)
         self.lag = sum(self.lag_by_shard.values())
         return more
@@ -413,6 +410,7 @@ class EnforcementComponent:
 
     def drain(self, batch: int = READ_BATCH) -> bool:
         """Apply the next stored events of every shard this instance holds (tests, benchmarks)."""
+        self.inbox.wake()  # whatever was stored before this call is read
         more = False
         for k in range(self.shards):
             token = self.leases.acquire(lease_name(k))

@@ -110,3 +110,60 @@ def test_a_shard_stops_before_a_young_sequence_gap_and_passes_an_old_one(tmp_pat
         later = t0 + GAP_GRACE + timedelta(seconds=1)
         rows, own, _ = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, later)
         assert [r.seq for r in rows] == [1, 3] and sorted(own) == [1, 3]
+
+
+def test_an_instance_walks_the_inbox_once_for_all_its_shards(tmp_path, db_url):
+    """Eight shards on one instance each walked the inbox's new rows, a query apiece per wake-up; the
+    instance's index now reads them once and serves each shard what its own walk would have returned."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from models.events import EventEnvelope, VehicleArrived
+    from models.eventstore import ingest
+    from models.tables import StoredEvent
+    from service.inbox import GAP_GRACE, InboxIndex, walk_inbox
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    t0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+
+    def store(first: int, n: int) -> None:
+        with Session(engine) as db:
+            for k in range(first, first + n):
+                ev = VehicleArrived(at=t0, presence_id=f"p{k}", camera="cam", bay_id=f"B{k % 8}", plate="AB123CD",
+                                    confidence=0.9)
+                ingest(db, EventEnvelope(event_id=f"event-{k:04d}", event=ev), source="test", now=t0)
+            db.commit()
+
+    store(0, 10)
+    index = InboxIndex(keep=12)
+    later = t0 + timedelta(minutes=1)
+    with Session(engine) as db:
+        index.wake()
+        for shard in range(8):  # eight shards woken by one commit, all at the head they walked to
+            rows, more = index.rows_after(db, 0, 100, later)
+            assert [r.seq for r in rows] == list(range(1, 11)) and more is False
+        assert index.reads == 1
+        rows, more = index.rows_after(db, 4, 3, later)  # a shard further on, reading in steps
+        assert [r.seq for r in rows] == [5, 6, 7] and more is True and index.reads == 1
+        assert index.rows_after(db, 10, 100, later) == ([], False) and index.reads == 1  # no wake-up yet
+    store(10, 5)
+    with Session(engine) as db:
+        index.wake()
+        rows, _ = index.rows_after(db, 10, 100, later)
+        assert [r.seq for r in rows] == [11, 12, 13, 14, 15] and index.reads == 2
+        rows, _ = index.rows_after(db, 7, 100, later)
+        assert [r.seq for r in rows] == list(range(8, 16)) and index.reads == 2
+        # 15 rows walked, 12 kept: a shard behind them walks the database itself, and gets the same.
+        assert index.rows_after(db, 1, 100, later) == walk_inbox(db, 1, 100, later) and index.reads == 2
+    store(15, 3)
+    with Session(engine) as db:
+        db.execute(delete(StoredEvent).where(StoredEvent.seq == 16))  # still committing, or rolled back
+        db.commit()
+        index.wake()
+        rows, _ = index.rows_after(db, 15, 100, t0)
+        assert rows == []  # stops before the young gap
+        index.wake()
+        rows, _ = index.rows_after(db, 15, 100, t0 + GAP_GRACE + timedelta(seconds=1))
+        assert [r.seq for r in rows] == [17, 18]  # an old gap: walked past, as a shard's own walk does
