@@ -310,13 +310,17 @@ class EnforcementService:
             for bay_id, state, version in db.execute(q.with_for_update()):
                 stored = BayState.model_validate(state)
                 init = self._initial(bay_id) if bay_id in self.bays else None
-                if init is not None:  # the bay's wiring may have been edited; the visit keeps its rules
+                # the bay's wiring may have been edited; the visit keeps its rules
+                if init is not None and any(getattr(stored, k) != getattr(init, k) for k in _WIRING):
                     stored = stored.model_copy(update={k: getattr(init, k) for k in _WIRING})
                 batch.bays[bay_id] = (stored, version)
                 batch.stored.add(bay_id)
         for b in ids:
             batch.bays.setdefault(b, (None, 0))
-        self._read_penalties(db, [s.visit.visit_id for b in ids if (s := batch.bays[b][0]) and s.visit])
+        # Only visits that raised a violation can have penalty rows; any other lookup (`_penalty`, e.g.
+        # a violation raised in this batch) reads its one row. Most batches then read no penalties.
+        self._read_penalties(db, [s.visit.visit_id for b in ids
+                                  if (s := batch.bays[b][0]) and s.visit and s.visit.violations])
 
     def _read_penalties(self, db: Session, visit_ids: Sequence[str]) -> None:
         """Load these visits' penalty rows into the batch (one query per 500 visits, after the bays'
@@ -362,9 +366,8 @@ class EnforcementService:
         if memo is not None:
             return memo
         # The version is read before the lists: lists read after it are at least as new as it says.
-        version = db.execute(
-            sa_select(ListsVersion.version).where(ListsVersion.name == "lists")  # type: ignore[arg-type]
-        ).scalar_one_or_none()
+        lv = ListsVersion.__table__.c  # type: ignore[attr-defined]  # Core: no ORM execution per transaction
+        version = db.execute(sa_select(lv.version).where(lv.name == "lists")).scalar_one_or_none()
         cached = self._lists_cache
         if version is not None and cached is not None and cached[0] == version:
             memo = cached[1]

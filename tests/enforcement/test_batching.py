@@ -101,6 +101,23 @@ def test_a_batch_of_arrivals_costs_a_few_statements_not_a_few_per_event(tmp_path
     assert len(statements) <= 12, statements
 
 
+def test_a_batch_without_violations_reads_no_penalties(tmp_path, db_url):
+    """Most batches are cars coming and going with no penalty: only a visit that raised a violation can
+    have penalty rows, so theirs are not looked for (it was a query per transaction)."""
+    svc = service(db_url, 20)
+    svc.handle_many([(visit(i, T0, f"AB{i:03d}CD")[0], T0) for i in range(20)])
+    statements: list[str] = []
+    event.listen(svc.engine, "before_cursor_execute", lambda *a: statements.append(str(a[2])))
+    t = T0 + timedelta(minutes=5)  # they leave after five minutes: nothing owed
+    svc.handle_many([(VehicleDeparted(at=t, presence_id=f"p{i}-{T0:%H%M}", camera="cam", bay_id=f"B{i}",
+                                      plate=f"AB{i:03d}CD", first_seen=T0, last_seen=t), t) for i in range(20)])
+    with Session(svc.engine) as db:
+        assert all(v.departed_at for v in db.exec(select(VisitRow))) and not list(db.exec(select(Penalty)))
+    # (the return bans' read of recently ended penalties stays: one per batch)
+    assert not [s for s in statements if "penalties.visit_id IN" in s], statements
+    assert len(statements) <= 8, statements
+
+
 def test_a_batch_of_departures_finalises_their_penalties_in_a_few_statements(tmp_path, db_url):
     svc = service(db_url, 50)
     stays = [visit(i, T0, f"AB{i:03d}CD") for i in range(50)]
