@@ -141,7 +141,7 @@ def test_an_instance_walks_the_inbox_once_for_all_its_shards(tmp_path, db_url):
     later = t0 + timedelta(minutes=1)
     with Session(engine) as db:
         index.wake()
-        for shard in range(8):  # eight shards woken by one commit, all at the head they walked to
+        for _shard in range(8):  # eight shards woken by one commit, all at the head they walked to
             rows, more = index.rows_after(db, 0, 100, later)
             assert [r.seq for r in rows] == list(range(1, 11)) and more is False
         assert index.reads == 1
