@@ -79,17 +79,22 @@ class InboxIndex:
     def rows_after(self, db: Session, start: int, batch: int, now: datetime) -> tuple[list[Any], bool]:
         """Up to `batch` walked rows after `start`, and whether more may follow at once (see `walk_inbox`)."""
         with self._lock:
-            if self._base is not None and start < self._base:
-                return walk_inbox(db, start, batch, now)  # behind what is held: walk on its own
             if self._base is None or start > self._end:
                 self._reset(start)
-            i = bisect.bisect_right(self._seqs, start)
-            fresh = self._gen == self._read_gen and time.monotonic() - self._read_at < MIN_AGE_S
-            if len(self._rows) - i < batch and not fresh:
-                self._read(db, batch, now)
-                i = bisect.bisect_right(self._seqs, start)  # trimming may have moved it
-            rows = self._rows[i:i + batch]
-            return rows, len(rows) == batch or (i + len(rows) == len(self._rows) and self._full)
+            if start >= self._base:  # type: ignore[operator]  # set by _reset
+                i = bisect.bisect_right(self._seqs, start)
+                # Read again when what is held runs short and either the last read was full (more rows
+                # are there now) or something was committed since (a wake-up), or it is old.
+                if len(self._rows) - i < batch and (self._full or not self._fresh()):
+                    self._read(db, batch, now)
+                    i = bisect.bisect_right(self._seqs, start)
+                if start >= self._base:  # type: ignore[operator]  # not trimmed away by that read
+                    rows = self._rows[i:i + batch]
+                    return rows, len(rows) == batch or (i + len(rows) == len(self._rows) and self._full)
+        return walk_inbox(db, start, batch, now)  # behind what is held: this shard walks on its own
+
+    def _fresh(self) -> bool:
+        return self._gen == self._read_gen and time.monotonic() - self._read_at < MIN_AGE_S
 
     def _reset(self, start: int) -> None:
         self._rows, self._seqs = [], []

@@ -167,3 +167,13 @@ def test_an_instance_walks_the_inbox_once_for_all_its_shards(tmp_path, db_url):
         index.wake()
         rows, _ = index.rows_after(db, 15, 100, t0 + GAP_GRACE + timedelta(seconds=1))
         assert [r.seq for r in rows] == [17, 18]  # an old gap: walked past, as a shard's own walk does
+    with Session(engine) as db:
+        # A read larger than what is kept: a shard whose rows it trimmed walks on its own, never skips.
+        small = InboxIndex(keep=2)
+        small.wake()
+        rows, more = small.rows_after(db, 0, 3, later)
+        assert [r.seq for r in rows] == [1, 2, 3] and more is True
+        # At the end of a full read the next ask reads on at once (no wake-up needed, no empty answers
+        # saying "more" while the shard spins).
+        rows, more = small.rows_after(db, 3, 3, later)
+        assert [r.seq for r in rows] == [4, 5, 6] and more is True and small.reads == 2
