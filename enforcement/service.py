@@ -317,10 +317,12 @@ class EnforcementService:
                 batch.stored.add(bay_id)
         for b in ids:
             batch.bays.setdefault(b, (None, 0))
-        # Only visits that raised a violation can have penalty rows; any other lookup (`_penalty`, e.g.
-        # a violation raised in this batch) reads its one row. Most batches then read no penalties.
-        self._read_penalties(db, [s.visit.visit_id for b in ids
-                                  if (s := batch.bays[b][0]) and s.visit and s.visit.violations])
+        # Only the engine writes penalties, each in the transaction that adds its violation to the visit:
+        # a visit with no violation has no penalty row, so only the others' are read (most batches then
+        # read none) and a violation raised later in the batch looks nothing up.
+        visits = [s.visit for b in ids if (s := batch.bays[b][0]) and s.visit]
+        self._read_penalties(db, [v.visit_id for v in visits if v.violations])
+        batch.penalty_visits.update(v.visit_id for v in visits if not v.violations)
 
     def _read_penalties(self, db: Session, visit_ids: Sequence[str]) -> None:
         """Load these visits' penalty rows into the batch (one query per 500 visits, after the bays'
