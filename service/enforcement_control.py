@@ -37,11 +37,10 @@ from models.tables import Alert, BayRow, BayStateRow, Camera, ConsumerCursor, Ru
 from service.camera_config import sync_config_cameras
 from service.context import AppContext
 from service.fleet import engine_lease
-from service.inbox import GAP_GRACE, InboxIndex, walk_inbox
+from service.inbox import InboxIndex, walk_inbox
 
 log = logging.getLogger(__name__)
 CURSOR = "enforcement"
-__all__ = ["GAP_GRACE", "EnforcementComponent"]
 # A shard's own events applied per transaction: one commit, lease check and cursor move per batch.
 APPLY_BATCH = 50
 # Inbox rows a shard looks at per read: only their sequence, kind and routing ids, so this can be large.

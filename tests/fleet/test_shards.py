@@ -92,7 +92,7 @@ def test_a_shard_stops_before_a_young_sequence_gap_and_passes_an_old_one(tmp_pat
     from models.eventstore import ingest
     from models.settings import EnforcementSettings
     from models.tables import StoredEvent
-    from service.enforcement_control import GAP_GRACE
+    from service.inbox import GAP_GRACE
 
     upgrade(db_url)
     t0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
