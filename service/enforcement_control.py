@@ -37,7 +37,7 @@ from models.tables import Alert, BayRow, BayStateRow, Camera, ConsumerCursor, Ru
 from service.camera_config import sync_config_cameras
 from service.context import AppContext
 from service.fleet import engine_lease
-from service.inbox import InboxIndex, walk_inbox
+from service.inbox import InboxIndex
 
 log = logging.getLogger(__name__)
 CURSOR = "enforcement"
@@ -308,15 +308,12 @@ class EnforcementComponent:
 
     @staticmethod
     def _read_inbox(db: Session, service: EnforcementService, start: int, batch: int, bays: frozenset[str],
-                    unknown_bays: bool, now: datetime, index: InboxIndex | None = None,
+                    unknown_bays: bool, now: datetime, index: InboxIndex,
                     ) -> tuple[list[Any], dict[int, tuple[str, Any]], bool]:
-        """The next inbox rows after `start` that may be applied now (`service.inbox.walk_inbox`, or the
-        instance's `index` of it), the payloads of those this shard applies, and whether more rows may
+        """The next inbox rows after `start` that may be applied now (the instance's `index` of the walk,
+        `service.inbox.walk_inbox`), the payloads of those this shard applies, and whether more rows may
         follow at once. Only a shard's own events' payloads leave the database."""
-        if index is not None:
-            ready, more = index.rows_after(db, start, batch, now)
-        else:
-            ready, more = walk_inbox(db, start, batch, now)
+        ready, more = index.rows_after(db, start, batch, now)
         wanted = [row.seq for row in ready
                   if service.may_concern(row.kind, {"bay_id": row.bay_id, "charge_point_id": row.charge_point_id},
                                          bays, unknown_bays=unknown_bays)]

@@ -54,9 +54,11 @@ class InboxIndex:
 
     The rows held are exactly what `walk_inbox` from `base` would return, read in steps: each step
     starts where the last stopped (at its end, or before a young gap, which the next step looks at
-    again). A shard asks for the rows after its position; the index reads the database again only
-    when it holds nothing after that position and there was a wake-up since its last read (another
-    process or thread committed events) or its last read is older than MIN_AGE_S."""
+    again). A shard asks for the rows after its position; the index reads the database again when it
+    holds nothing after that position and its last read was full (more rows are there at once), or when
+    it holds less than the shard's batch and there was a wake-up since its last read (another process or
+    thread committed events) or that read is older than MIN_AGE_S. A shard ahead of what is held (a
+    shard that walked on its own past it) starts the index again at its position."""
 
     def __init__(self, keep: int = KEEP) -> None:
         self.keep = keep

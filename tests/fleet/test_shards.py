@@ -9,6 +9,7 @@ from sqlmodel import Session
 from models.db import make_engine, upgrade
 from models.tables import ConsumerCursor
 from service.enforcement_control import EnforcementComponent, cursor_name
+from service.inbox import InboxIndex
 from tests.foundation.helpers import make_settings
 
 
@@ -68,15 +69,16 @@ def test_a_shard_walks_every_sequence_number_but_loads_only_its_own_events(tmp_p
             ingest(db, EventEnvelope(event_id=f"event-{k:04d}", event=e), source="test", now=t0)
         db.commit()
     later = t0 + timedelta(minutes=1)
+    index = InboxIndex()  # the shards of one instance share it
     with Session(svc.engine) as db:
-        rows, own, more = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"B1"}), False, later)
+        rows, own, more = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"B1"}), False, later, index)
         assert more is False  # 5 rows, fewer than asked for
         assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
         assert sorted(own) == [2, 3]  # B1's arrival and its charger's transaction; not A1, the read or Z9
         assert own[2][0] == "event-0001" and own[3][1]["charge_point_id"] == "CPB"
-        _, first, _ = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, later)
+        _, first, _ = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, later, index)
         assert sorted(first) == [1, 5]  # the shard that reports unknown bays gets Z9's event
-        _, tail, _ = EnforcementComponent._read_inbox(db, svc, 2, 100, frozenset({"B1"}), False, later)
+        _, tail, _ = EnforcementComponent._read_inbox(db, svc, 2, 100, frozenset({"B1"}), False, later, index)
         assert sorted(tail) == [3]
 
 
@@ -105,10 +107,12 @@ def test_a_shard_stops_before_a_young_sequence_gap_and_passes_an_old_one(tmp_pat
         db.commit()
         db.execute(delete(StoredEvent).where(StoredEvent.seq == 2))
         db.commit()
-        rows, own, _ = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, t0)
+        index = InboxIndex()
+        rows, own, _ = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, t0, index)
         assert [r.seq for r in rows] == [1] and sorted(own) == [1]
         later = t0 + GAP_GRACE + timedelta(seconds=1)
-        rows, own, _ = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, later)
+        index.wake()  # the engine's next look (a wake-up, or its poll after MIN_AGE_S)
+        rows, own, _ = EnforcementComponent._read_inbox(db, svc, 0, 100, frozenset({"A1"}), True, later, index)
         assert [r.seq for r in rows] == [1, 3] and sorted(own) == [1, 3]
 
 
@@ -122,7 +126,7 @@ def test_an_instance_walks_the_inbox_once_for_all_its_shards(tmp_path, db_url):
     from models.events import EventEnvelope, VehicleArrived
     from models.eventstore import ingest
     from models.tables import StoredEvent
-    from service.inbox import GAP_GRACE, InboxIndex, walk_inbox
+    from service.inbox import GAP_GRACE, walk_inbox
 
     upgrade(db_url)
     engine = make_engine(db_url)
