@@ -148,6 +148,11 @@ def test_two_engines_share_the_shards_and_a_takeover_applies_nothing_twice(tmp_p
         b._sweep_shard(south, tb)
         assert client.post("/api/v1/events", json={"events": north_events[3:] + south_events[3:]},
                            headers=auth).status_code == 200
+        # The wake-up each instance's NOTIFY listener passes on (the components are driven by hand here):
+        # without it an index read less than MIN_AGE_S ago is taken as current, and a's late attempt
+        # found nothing new to apply, so no fenced write (flaky on a fast machine).
+        a.inbox.wake()
+        b.inbox.wake()
         # a hangs past its lease (its expiry passes: set here, so a loaded machine cannot make it pass
         # earlier); b takes north over. a's late attempt is fenced and stores nothing.
         with ctx.engine.begin() as conn:
