@@ -651,6 +651,7 @@ def main_eval(
     region: str = "generic",
     calibration: str | Path | None = None,
     tiles: str | None = None,
+    recognizer_path: Sequence[str | Path] | None = None,
 ) -> EvalReport:
     """Build the recogniser, evaluate every folder, print one block per folder and a summary over
     all (with `json_out`: one JSON object as the LAST line). `dataset`: one `DIR[:split]` or a list."""
@@ -671,6 +672,7 @@ def main_eval(
             proposer=proposer,
             region=region,
             calibration=calibration,
+            recognizer_path=list(recognizer_path) if recognizer_path else None,
             **({"tiles": tiles} if tiles else {}),
         )
     except (ValueError, KeyError) as exc:  # unknown OCR backend, format, region or proposer name
@@ -739,6 +741,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--region", default="generic", help="plate region(s) of the ensemble: eu, uk, us, br, generic")
     ap.add_argument("--calibration", type=Path, default=None, help="confidence calibration (default: committed)")
     ap.add_argument(
+        "--recognizer-path",
+        type=Path,
+        action="append",
+        default=None,
+        help="plate recogniser model for platerec / the ensemble (default: the committed one); repeat to average",
+    )
+    ap.add_argument(
         "--report",
         "--report-dir",
         dest="report_dir",
@@ -788,9 +797,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             region=args.region,
             calibration=args.calibration,
             tiles=args.tiles,
+            recognizer_path=args.recognizer_path,
         )
     except (UsageError, FileNotFoundError) as exc:  # unknown backend/format/split, no labels.jsonl
         args.parser.error(str(exc))
+    except RuntimeError as exc:  # a model or calibration file missing or unreadable (OcrLoadError)
+        args.parser.exit(1, f"error: {exc}\n")
     return 0
 
 

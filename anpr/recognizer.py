@@ -774,6 +774,7 @@ def make_recognizer(
     proposer: str = "rapidocr",
     region: str | Sequence[str] | None = None,
     calibration: str | Path | None = None,
+    recognizer_path: str | Path | Sequence[str | Path] | None = None,
     **kwargs: object,
 ) -> PlateRecognizer:
     """A recogniser from backend names (what the CLI and the benchmark use).
@@ -782,7 +783,8 @@ def make_recognizer(
     model file needed; slower and less precise, and no read skips review: see `recognize`). `proposer`
     picks the text detector used for those proposals and for growing clipped boxes: `rapidocr` (DBNet,
     fast; the default for every OCR backend), `ocr` (the OCR backend's own, e.g. EasyOCR's CRAFT, ~10x
-    slower on CPU) or `none`."""
+    slower on CPU) or `none`. `recognizer_path`: the `platerec` model(s) instead of the committed one
+    (several: their posteriors are averaged, `anpr.platerec.PlateRecOcrBackend`)."""
     from anpr.detector import make_detector
     from anpr.ocr import RapidOcrBackend, default_threads, make_ocr
 
@@ -793,13 +795,17 @@ def make_recognizer(
         det_kwargs["conf"] = float(kwargs.get("det_conf", PlateRecognizer.det_conf))  # type: ignore[arg-type]
         det = make_detector(detector, detector_path, **det_kwargs)
     ensemble = None
+    rec_kwargs: dict[str, object] = {"model_path": recognizer_path} if recognizer_path is not None else {}
+    if rec_kwargs and ocr not in ("ensemble", "platerec"):
+        raise ValueError(f"a recogniser model is for the ensemble or platerec backends (not {ocr})")
     if ocr == "ensemble":
         from anpr.ensemble import Calibrator
         from anpr.regions import get_regions
 
         rapid = RapidOcrBackend(threads=threads)
         ensemble = EnsembleReader(
-            make_ocr("platerec", threads=threads), rapid, get_regions(region or "generic"), Calibrator.load(calibration)
+            make_ocr("platerec", threads=threads, **rec_kwargs), rapid, get_regions(region or "generic"),
+            Calibrator.load(calibration),
         )
         reader: OcrBackend = rapid
         kwargs.setdefault("variants", ("tight",))
@@ -808,7 +814,7 @@ def make_recognizer(
         kwargs.setdefault("box_shrink", 0.2)
         kwargs.setdefault("tiles", "fallback")
     else:
-        reader = make_ocr(ocr, threads=threads)
+        reader = make_ocr(ocr, threads=threads, **rec_kwargs)
     text_detector: TextProposer | None
     if proposer == "rapidocr":
         text_detector = reader if isinstance(reader, RapidOcrBackend) else RapidOcrBackend(threads=threads)

@@ -403,6 +403,10 @@ def anpr_eval(
     tiles: Annotated[
         str | None, typer.Option(help="Detector pass on frame windows: fallback (ensemble default), always, off.")
     ] = None,
+    recognizer_path: Annotated[
+        list[Path] | None,
+        typer.Option(help="Plate recogniser model (default: the committed one); repeat to average several."),
+    ] = None,
 ) -> None:
     """Measure detection, exact plate and character accuracy, auto-accept precision and ms per image,
     per dataset and over all of them."""
@@ -420,7 +424,8 @@ def anpr_eval(
     try:
         main_eval(dataset, backend=ocr, json_out=json_out, report_dir=report, limit=limit, detector=detector,
                   detector_path=detector_path, formats=formats, split=split, region=region, calibration=calibration,
-                  threshold=DEFAULT_THRESHOLD if threshold is None else threshold, tiles=tiles)
+                  threshold=DEFAULT_THRESHOLD if threshold is None else threshold, tiles=tiles,
+                  recognizer_path=recognizer_path)
     except UsageError as exc:
         fail(str(exc), 2)
     except (FileNotFoundError, RuntimeError) as exc:

@@ -6,6 +6,7 @@ of the shared datasets (skipped where they are missing, failed under CI=true).""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -306,3 +307,40 @@ def test_two_datasets_through_the_real_pipeline(tmp_path: Path) -> None:
     assert [r["dataset"] for r in rows] == ["plates-dev"] * 3 + ["plate-crops-us"] * 3
     assert all(r["plate_height_px"] > 0 for r in rows)
     assert (tmp_path / "rep" / "accuracy_by_height.png").is_file()
+
+
+def test_recognizer_path_picks_the_reader_model(tmp_path: Path) -> None:
+    """`--recognizer-path` reads with the given model(s): the committed one twice (averaged with itself)
+    reads a crop slice exactly as the default; a missing file or a backend without that model is an error."""
+    from anpr.platerec import DEFAULT_MODEL as REC
+
+    need(CROPS_US.is_dir() and REC.is_file(), "plate-crops-us or the plate recogniser missing")
+    env = {**os.environ, "BAYWARDEN_INFER_THREADS": "1"}
+    base = [sys.executable, "-m", "anpr.evaluate", "--dataset", f"{CROPS_US}:val", "--limit", "6", "--json",
+            "--ocr", "platerec", "--formats", "generic"]
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*base, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=200)
+
+    default, twice = run(), run("--recognizer-path", str(REC), "--recognizer-path", str(REC))
+    keys = ("exact_plate_accuracy", "char_accuracy", "auto_accept_coverage")
+    a, b = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (default, twice))
+    assert [a[k] for k in keys] == [b[k] for k in keys]
+    missing = run("--recognizer-path", str(tmp_path / "gone.onnx"))
+    assert missing.returncode == 1 and "not found" in missing.stderr and "gone.onnx" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    wrong = run("--ocr", "rapidocr", "--recognizer-path", str(REC))
+    assert wrong.returncode == 2 and "ensemble or platerec" in wrong.stderr
+
+
+def test_calibrate_records_every_averaged_model(tmp_path: Path) -> None:
+    from anpr.platerec import DEFAULT_MODEL as REC
+
+    need(CROPS_US.is_dir() and REC.is_file(), "plate-crops-us or the plate recogniser missing")
+    out = tmp_path / "calibration.json"
+    cmd = [sys.executable, "-m", "anpr.calibrate", "--dataset", f"{CROPS_US}:val", "--limit", "8", "--out", str(out),
+           "--recognizer-path", str(REC), "--recognizer-path", str(REC)]
+    subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=200, check=True)
+    fitted = json.loads(out.read_text())
+    digest = hashlib.sha256(REC.read_bytes()).hexdigest()[:16]
+    assert fitted["recognizer_sha256"] == f"{digest},{digest}" and fitted["plates"] == 8
