@@ -128,8 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.99, help="auto-accept precision the threshold must reach")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--rows", type=Path, default=None, help="also write the per-plate rows (JSON) here")
-    ap.add_argument("--recognizer-path", type=Path, action="append", default=None,
-                    help="plate recogniser model(s) to calibrate (default: the committed one and its members)")
+    ap.add_argument("--recognizer-path", type=Path, default=None,
+                    help="plate recogniser model to calibrate (default: the committed one)")
     args = ap.parse_args(argv)
 
     from anpr.ocr import RapidOcrBackend, make_ocr
@@ -145,14 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = accept_table(usable, probs)
     threshold = recommend(table, args.target)
     final = Calibrator.fit([r["features"] for r in usable], [r["exact"] for r in usable])
-    members = [Path(m) for m in reader.primary.member_paths]  # type: ignore[attr-defined]
+    model_path = Path(reader.primary.model_path)  # type: ignore[attr-defined]
     final.save(
         args.out,
         fitted_on=[str(s) for s in specs],
         plates=len(usable),
         exact_share=round(float(np.mean([r["exact"] for r in usable])), 4),
         region=args.region,
-        recognizer_sha256=",".join(hashlib.sha256(m.read_bytes()).hexdigest()[:16] for m in members),
+        recognizer_sha256=hashlib.sha256(model_path.read_bytes()).hexdigest()[:16],
         recommended_threshold=threshold,
         target_precision=args.target,
         cross_fitted=table,

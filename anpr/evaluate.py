@@ -651,7 +651,7 @@ def main_eval(
     region: str = "generic",
     calibration: str | Path | None = None,
     tiles: str | None = None,
-    recognizer_path: Sequence[str | Path] | None = None,
+    recognizer_path: str | Path | None = None,
 ) -> EvalReport:
     """Build the recogniser, evaluate every folder, print one block per folder and a summary over
     all (with `json_out`: one JSON object as the LAST line). `dataset`: one `DIR[:split]` or a list."""
@@ -672,7 +672,7 @@ def main_eval(
             proposer=proposer,
             region=region,
             calibration=calibration,
-            recognizer_path=list(recognizer_path) if recognizer_path else None,
+            recognizer_path=recognizer_path,
             **({"tiles": tiles} if tiles else {}),
         )
     except (ValueError, KeyError) as exc:  # unknown OCR backend, format, region or proposer name
@@ -743,9 +743,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--recognizer-path",
         type=Path,
-        action="append",
         default=None,
-        help="plate recogniser model for platerec / the ensemble (default: the committed one); repeat to average",
+        help="plate recogniser model for platerec / the ensemble (default: the committed one)",
     )
     ap.add_argument(
         "--report",

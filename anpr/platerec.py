@@ -16,7 +16,6 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -141,25 +140,26 @@ class PlateRecOcrBackend:
 
     name = "platerec"
 
-    def __init__(self, model_path: Path | Sequence[Path] | None = None, threads: int | None = None) -> None:
-        """`model_path`: one model, whose metadata (`<model>.json`) may name `members` to average
-        with it; or a list of models (the first one's metadata gives the alphabet). Every member
-        must take the same input and give the same frames and classes: their per-frame posteriors
-        are averaged, so the read, its confidence and the CTC scores come from the mean."""
-        if model_path is None or isinstance(model_path, (str, Path)):
-            path = Path(model_path) if model_path is not None else DEFAULT_MODEL
-            members: list[Path] | None = None
-        else:
-            paths = [Path(m) for m in model_path]
-            if not paths:
-                raise OcrLoadError("no plate recogniser model given")
-            path, members = paths[0], paths[1:]
+    def __init__(self, model_path: Path | None = None, threads: int | None = None) -> None:
+        path = Path(model_path) if model_path is not None else DEFAULT_MODEL
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - core dependency
+            raise OcrLoadError(f"onnxruntime is not installed: {exc}") from exc
+        if not path.is_file():
+            raise OcrLoadError(f"plate recogniser model not found: {path}")
         threads = default_threads() if threads is None else threads
-        self.session = self._load(path, threads)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise OcrLoadError(f"cannot load plate recogniser model {path}: {exc}") from exc
         self.model_path = path
         meta = self._metadata(path)
-        if members is None:
-            members = [path.parent / m for m in meta.get("members", [])]
         self.alphabet: str = meta.get("alphabet", MODEL_ALPHABET)
         inp = self.session.get_inputs()[0]
         shape = inp.shape
@@ -168,34 +168,8 @@ class PlateRecOcrBackend:
         self._width = int(shape[3]) if isinstance(shape[3], int) else int(meta.get("input_width", INPUT_WIDTH))
         if len(self.alphabet) + 1 != int(self.session.get_outputs()[0].shape[2] or len(self.alphabet) + 1):
             raise OcrLoadError(f"{path}: output classes do not match the alphabet of {path.with_suffix('.json')}")
-        self.sessions = [self.session]
-        for m in members:
-            extra = self._load(m, threads)
-            if (extra.get_inputs()[0].shape != shape or extra.get_outputs()[0].shape[1:]
-                    != self.session.get_outputs()[0].shape[1:]):
-                raise OcrLoadError(f"{m}: input or output shape differs from {path}'s: it cannot be averaged with it")
-            self.sessions.append(extra)
-        self.member_paths = [path, *members]
         # model class index for each letter of anpr.plates.ALPHABET (its CTC decoder's order)
         self._alnum = [self.alphabet.index(ch) + 1 for ch in ALPHABET]
-
-    @staticmethod
-    def _load(path: Path, threads: int) -> Any:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - core dependency
-            raise OcrLoadError(f"onnxruntime is not installed: {exc}") from exc
-        if not path.is_file():
-            raise OcrLoadError(f"plate recogniser model not found: {path}")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise OcrLoadError(f"cannot load plate recogniser model {path}: {exc}") from exc
 
     @staticmethod
     def _metadata(path: Path) -> dict:
@@ -222,9 +196,6 @@ class PlateRecOcrBackend:
             chunk = prepared[start : start + batch]
             x = np.stack([img for _, img, _ in chunk])[:, None]
             probs = self.session.run(None, {self._input: x})[0]
-            for extra in self.sessions[1:]:
-                probs = probs + extra.run(None, {self._input: x})[0]
-            probs = probs / len(self.sessions)
             for k, (i, _, used) in enumerate(chunk):
                 out[i] = probs[k, : frames_for(used, probs.shape[1])].astype(np.float64)
         return out

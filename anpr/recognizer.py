@@ -774,7 +774,7 @@ def make_recognizer(
     proposer: str = "rapidocr",
     region: str | Sequence[str] | None = None,
     calibration: str | Path | None = None,
-    recognizer_path: str | Path | Sequence[str | Path] | None = None,
+    recognizer_path: str | Path | None = None,
     **kwargs: object,
 ) -> PlateRecognizer:
     """A recogniser from backend names (what the CLI and the benchmark use).
@@ -783,8 +783,7 @@ def make_recognizer(
     model file needed; slower and less precise, and no read skips review: see `recognize`). `proposer`
     picks the text detector used for those proposals and for growing clipped boxes: `rapidocr` (DBNet,
     fast; the default for every OCR backend), `ocr` (the OCR backend's own, e.g. EasyOCR's CRAFT, ~10x
-    slower on CPU) or `none`. `recognizer_path`: the `platerec` model(s) instead of the committed one
-    (several: their posteriors are averaged, `anpr.platerec.PlateRecOcrBackend`)."""
+    slower on CPU) or `none`. `recognizer_path`: the `platerec` model instead of the committed one."""
     from anpr.detector import make_detector
     from anpr.ocr import RapidOcrBackend, default_threads, make_ocr
 

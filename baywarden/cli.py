@@ -404,8 +404,8 @@ def anpr_eval(
         str | None, typer.Option(help="Detector pass on frame windows: fallback (ensemble default), always, off.")
     ] = None,
     recognizer_path: Annotated[
-        list[Path] | None,
-        typer.Option(help="Plate recogniser model (default: the committed one); repeat to average several."),
+        Path | None,
+        typer.Option(help="Plate recogniser model of platerec and the ensemble (default: the committed one)."),
     ] = None,
 ) -> None:
     """Measure detection, exact plate and character accuracy, auto-accept precision and ms per image,

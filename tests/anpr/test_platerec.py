@@ -136,38 +136,6 @@ def test_missing_or_corrupt_model_raises_load_error_naming_the_file(tmp_path: Pa
         PlateRecOcrBackend(bad)
 
 
-def test_members_are_averaged_and_each_must_load(rec: PlateRecOcrBackend, tmp_path: Path) -> None:
-    """Several models' posteriors are averaged: a model averaged with itself reads exactly as alone; a
-    member named in the metadata that is missing, or that gives other frames, is a load error naming it."""
-    row = val_rows(CROPS_US)[0]
-    crop = load(CROPS_US, row)
-    twice = PlateRecOcrBackend([DEFAULT_MODEL, DEFAULT_MODEL], threads=1)
-    assert len(twice.sessions) == 2
-    (a,), (b,) = rec.read(crop), twice.read(crop)
-    assert a.text == b.text and a.confidence == pytest.approx(b.confidence, abs=1e-6)
-
-    primary = tmp_path / "primary.onnx"
-    primary.write_bytes(DEFAULT_MODEL.read_bytes())
-    meta = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
-    primary.with_suffix(".json").write_text(json.dumps(dict(meta, members=["second.onnx"])))
-    with pytest.raises(OcrLoadError, match=r"second\.onnx"):
-        PlateRecOcrBackend(primary, threads=1)
-
-    onnx = pytest.importorskip("onnx")  # in the training extras; builds a model of another shape
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["image"], ["pooled"], axes=[1], keepdims=0),
-         helper.make_node("Slice", ["pooled", "s", "e", "ax"], ["probs"])],
-        "other", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 64, 256])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 64, 37])],
-        [helper.make_tensor("s", TensorProto.INT64, [1], [0]), helper.make_tensor("e", TensorProto.INT64, [1], [37]),
-         helper.make_tensor("ax", TensorProto.INT64, [1], [2])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "second.onnx")
-    with pytest.raises(OcrLoadError, match=r"second\.onnx.*shape"):
-        PlateRecOcrBackend(primary, threads=1)
-
-
 def test_stacked_two_line_plate_keeps_both_lines(rec: PlateRecOcrBackend) -> None:
     """No val crop is a two-line plate, so one is made from a real val crop (letters over digits);
     the crop is split back into its lines side by side (anpr.recognizer.split_two_lines)."""
