@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from pydantic import EmailStr, field_validator
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, text
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
@@ -387,7 +387,12 @@ class TimerRow(SQLModel, table=True):
     """Durable dwell timers; the scheduler's sweep feeds due ones back into the core."""
 
     __tablename__ = "timers"
-    __table_args__ = (Index("ix_timers_due", "state", "due_at"),)
+    __table_args__ = (
+        Index("ix_timers_due", "state", "due_at"),
+        # the engine's "cancelled timers are done" update looks pending timers up by bay (migration 0014)
+        Index("ix_timers_bay_pending", "bay_id", postgresql_where=text("state = 'pending'"),
+              sqlite_where=text("state = 'pending'")),
+    )
     timer_id: str = Field(primary_key=True, max_length=220)
     bay_id: str = Field(max_length=64)
     visit_id: str = Field(max_length=160)

@@ -18,7 +18,7 @@ def test_migrations_match_models_and_are_idempotent(db_url):
     upgrade(db_url)  # a second run is a no-op
     engine = make_engine(db_url)
     try:
-        assert current_revision(engine) == head_revision() == "0013"
+        assert current_revision(engine) == head_revision() == "0014"
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
