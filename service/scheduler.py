@@ -18,6 +18,7 @@ from models.tables import (
     PlateReadRow,
     Presence,
     StoredEvent,
+    TimerRow,
 )
 from service.context import AppContext
 from service.runtime_settings import effective_retention
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def purge_expired(ctx: AppContext) -> dict[str, int]:
-    """Retention: drop expired sessions, stale throttles and audit rows past their retention."""
+    """Retention: drop expired sessions, stale throttles, and reads, presences, events, done timers,
+    audit rows and evidence files past their retention."""
     now = ctx.clock()
     counts = {}
     with ctx.session() as db:
@@ -45,6 +47,11 @@ def purge_expired(ctx: AppContext) -> dict[str, int]:
             delete(Presence).where(Presence.departed_at != None).where(Presence.departed_at < reads_cutoff)  # noqa: E711
         ).rowcount
         counts["events"] = db.exec(delete(StoredEvent).where(StoredEvent.at < reads_cutoff)).rowcount
+        # Fired or cancelled timers are kept only for the events that may still name them: none once
+        # those are gone (a timer event for a missing row concerns no bay). Pending ones stay, however old.
+        counts["timers"] = db.exec(
+            delete(TimerRow).where(TimerRow.state == "done").where(TimerRow.due_at < reads_cutoff)
+        ).rowcount
         # Receipts only guard against replays inside the signature window; two days is ample.
         counts["receipts"] = db.exec(
             delete(IntakeReceipt).where(IntakeReceipt.received_at < now - timedelta(days=2))
