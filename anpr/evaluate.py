@@ -58,6 +58,7 @@ import cv2
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
+from anpr.ocr import OcrLoadError
 from anpr.plates import normalize
 from anpr.recognizer import iou
 from anpr.types import PlateCandidate, Recognizer
@@ -800,7 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (UsageError, FileNotFoundError) as exc:  # unknown backend/format/split, no labels.jsonl
         args.parser.error(str(exc))
-    except RuntimeError as exc:  # a model or calibration file missing or unreadable (OcrLoadError)
+    except OcrLoadError as exc:  # a model or calibration file missing or unreadable
         args.parser.exit(1, f"error: {exc}\n")
     return 0
 
