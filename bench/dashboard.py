@@ -34,6 +34,7 @@ from sqlalchemy import create_engine, func, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
+from bench.scratch import scratch_dir
 from models.db import make_engine, upgrade
 from models.tables import PlateReadRow
 
@@ -325,7 +326,8 @@ def main() -> None:
     for name, (url, reset) in targets:
         fill_s = prepare(name, url, args.reads, args.reuse, reset)
         print(f"{name}: {args.reads:,} reads {'reused' if not fill_s else f'inserted in {fill_s:.0f} s'}", flush=True)
-        figures = measure(url, args.reads, args.requests, tempfile.mkdtemp(prefix="bw-bench-"))
+        with scratch_dir("bw-bench-") as data_dir:  # the database stays for --reuse; the folder goes
+            figures = measure(url, args.reads, args.requests, str(data_dir))
         print(f"{'kind':<18} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         for kind, f in figures.items():
             print(f"{kind:<18} {f['n']:>4} {f['p50_ms']:>8.1f} {f['p95_ms']:>8.1f} {f['max_ms']:>8.1f}")

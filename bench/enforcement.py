@@ -12,17 +12,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
-import uuid
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import create_engine, text
 from sqlmodel import Session, select
 
+from bench.scratch import scratch_database, scratch_dir
 from enforcement.service import EnforcementService
 from models.db import make_engine, upgrade
 from models.events import ChargingIdle, TransactionStarted, VehicleArrived, VehicleDeparted
@@ -63,7 +62,7 @@ def throughput(url: str, bays: int, events: int) -> float:
     return len(feed) / elapsed
 
 
-def due_delay(url: str, bays: int, visits: int) -> list[float]:
+def due_delay(url: str, bays: int, visits: int, data_dir: Path) -> list[float]:
     """Real clock: idle grace ends in the near future; the production sweep must raise each penalty."""
     from models.settings import load_settings
     from service.build import build_context
@@ -71,7 +70,7 @@ def due_delay(url: str, bays: int, visits: int) -> list[float]:
 
     upgrade(url)
     s = load_settings(None, database_url=url, enforcement=settings(bays, grace_min=1).model_dump(mode="json"),
-                      data_dir=tempfile.mkdtemp())
+                      data_dir=str(data_dir))
     ctx = build_context(s, components=[])
     comp = EnforcementComponent(ctx)
     comp.service = comp._build()
@@ -92,15 +91,6 @@ def due_delay(url: str, bays: int, visits: int) -> list[float]:
     return [(p.created_at - p.started_at).total_seconds() for p in rows]
 
 
-def fresh_pg(admin: str) -> str:
-    name = f"bw_bench_{uuid.uuid4().hex[:8]}"
-    eng = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    eng.dispose()
-    return admin.rsplit("/", 1)[0] + "/" + name
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bays", type=int, default=1000)
@@ -108,12 +98,16 @@ def main() -> None:
     ap.add_argument("--visits", type=int, default=200, help="penalties falling due in the delay test")
     ap.add_argument("--postgres", help="admin URL, e.g. postgresql+psycopg://postgres@127.0.0.1:55432/postgres")
     args = ap.parse_args()
-    targets = [("sqlite", lambda: f"sqlite:///{tempfile.mkdtemp()}/bench.db")]
-    if args.postgres:
-        targets.append(("postgresql", lambda: fresh_pg(args.postgres)))
-    for name, make in targets:
-        rate = throughput(make(), args.bays, args.events)
-        delays = sorted(due_delay(make(), args.bays, args.visits))
+    targets = ["sqlite"] + (["postgresql"] if args.postgres else [])
+    for name in targets:
+        with ExitStack() as scratch:  # each run's databases and folder go when it ends
+            work = scratch.enter_context(scratch_dir("bw-enforcement-"))
+            if name == "sqlite":
+                urls = [f"sqlite:///{work / 'throughput.db'}", f"sqlite:///{work / 'due.db'}"]
+            else:
+                urls = [scratch.enter_context(scratch_database(args.postgres, "bw_bench")) for _ in range(2)]
+            rate = throughput(urls[0], args.bays, args.events)
+            delays = sorted(due_delay(urls[1], args.bays, args.visits, work))
         p95 = delays[int(0.95 * (len(delays) - 1))] if delays else float("nan")
         print(f"{name:<11} bays={args.bays} events/s={rate:7.1f}  due->stored: n={len(delays)} "
               f"p50={statistics.median(delays) if delays else float('nan'):.2f}s p95={p95:.2f}s")

@@ -28,6 +28,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import create_engine, func, text
 from sqlmodel import Session, select
 
+from bench.scratch import scratch_database, scratch_dir
 from models.db import upgrade
 
 
@@ -49,16 +51,14 @@ def bays_config(bays: int, sites: int) -> dict:
     }
 
 
-def worker(url: str, bays: int, sites: int, shards: int, takeover_s: float) -> None:
+def worker(url: str, data_dir: str, bays: int, sites: int, shards: int, takeover_s: float) -> None:
     """One engine instance: lease keeper + sharded engine, until SIGTERM/SIGKILL."""
-    import tempfile
-
     from models.settings import load_settings
     from service.build import build_context
     from service.enforcement_control import EnforcementComponent
     from service.fleet import LeaseKeeper
 
-    s = load_settings(None, database_url=url, data_dir=tempfile.mkdtemp(), enforcement=bays_config(bays, sites),
+    s = load_settings(None, database_url=url, data_dir=data_dir, enforcement=bays_config(bays, sites),
                       ha={"shards": shards, "takeover_s": takeover_s}, log_level="WARNING")
     ctx = build_context(s, components=[])
     keeper = LeaseKeeper(ctx, shards, roles=["enforcement"])
@@ -75,15 +75,6 @@ def worker(url: str, bays: int, sites: int, shards: int, takeover_s: float) -> N
         await keeper.stop()
 
     asyncio.run(main())
-
-
-def fresh_pg(admin: str) -> str:
-    name = f"bw_fleet_{uuid.uuid4().hex[:8]}"
-    eng = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    eng.dispose()
-    return admin.rsplit("/", 1)[0] + "/" + name
 
 
 def store(url: str, events: list) -> None:
@@ -116,11 +107,13 @@ def seed_lists(url: str, vehicles: int, entries: int) -> None:
     eng.dispose()
 
 
-def start_workers(url: str, n: int, args: argparse.Namespace) -> list[subprocess.Popen]:
+def start_workers(url: str, n: int, args: argparse.Namespace, work: Path) -> list[subprocess.Popen]:
     procs = []
     for _ in range(n):
-        p = subprocess.Popen([sys.executable, __file__, "--worker", url, "--bays", str(args.bays), "--sites",
-                              str(args.sites), "--shards", str(args.shards), "--takeover", str(args.takeover)],
+        data_dir = tempfile.mkdtemp(dir=work)  # inside the run's scratch folder, which goes with it
+        p = subprocess.Popen([sys.executable, __file__, "--worker", url, "--data-dir", data_dir, "--bays",
+                              str(args.bays), "--sites", str(args.sites), "--shards", str(args.shards),
+                              "--takeover", str(args.takeover)],
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready", "engine process did not start"
         procs.append(p)
@@ -156,18 +149,17 @@ def leaders(url: str, shards: int) -> dict[str, str]:
     return {f"engine.{k}": rows.get(f"engine.{k}", "") for k in range(shards)}
 
 
-def run(args: argparse.Namespace, n: int, kills: int) -> dict:
+def run(args: argparse.Namespace, n: int, kills: int, url: str, work: Path) -> dict:
     from models.events import VehicleArrived, VehicleDeparted
     from models.tables import BayStateRow, Penalty, StoredEvent
 
-    url = fresh_pg(args.postgres)
     upgrade(url)
     seed_lists(url, args.vehicles, args.list_entries)
     t0 = datetime.now(UTC) - timedelta(hours=1)
     arrivals = [VehicleArrived(at=t0, presence_id=f"p{i}", camera="cam", bay_id=f"B{i}", plate=f"AB{i:05d}",
                                confidence=0.97) for i in range(args.bays)]
     store(url, arrivals)
-    procs = start_workers(url, n, args)
+    procs = start_workers(url, n, args, work)
     try:
         wait_applied(url, args.shards, "the backlog")
         eng = create_engine(url)
@@ -240,7 +232,7 @@ def run(args: argparse.Namespace, n: int, kills: int) -> dict:
                 assert time.monotonic() - killed_at < 120, "shards were not taken over"
                 time.sleep(0.1)
             takeovers.append(time.monotonic() - killed_at)
-            procs += start_workers(url, 1, args)  # back to n instances
+            procs += start_workers(url, 1, args, work)  # back to n instances
             time.sleep(args.takeover)
         if takeovers:
             out["takeover_s"] = [round(t, 2) for t in takeovers]
@@ -268,10 +260,12 @@ def main() -> None:
     ap.add_argument("--takeover", type=float, default=10.0, help="ha.takeover_s of the engines")
     ap.add_argument("--vehicles", type=int, default=0, help="registered vehicles seeded before the engines start")
     ap.add_argument("--list-entries", type=int, default=0, help="white/black list entries seeded likewise")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch databases and folders afterwards")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.bays, args.sites, args.shards, args.takeover)
+        worker(args.worker, args.data_dir, args.bays, args.sites, args.shards, args.takeover)
         return
     admin = args.postgres or os.environ.get("BAYWARDEN_TEST_POSTGRES_URL")
     if not admin:
@@ -279,7 +273,8 @@ def main() -> None:
     args.postgres = admin
     counts = [int(x) for x in args.instances.split(",")]
     for n in counts:
-        print(json.dumps(run(args, n, args.kills if n == max(counts) else 0)), flush=True)
+        with scratch_database(admin, "bw_fleet", args.keep) as url, scratch_dir("bw-fleet-", args.keep) as work:
+            print(json.dumps(run(args, n, args.kills if n == max(counts) else 0, url, work)), flush=True)
 
 
 if __name__ == "__main__":

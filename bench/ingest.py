@@ -29,10 +29,10 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +43,8 @@ import httpx
 import numpy as np
 from sqlalchemy import create_engine, text
 from sqlmodel import Session, select
+
+from bench.scratch import scratch_database, scratch_dir
 
 SECRET = "bench-secret-0123456789"
 
@@ -63,15 +65,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def fresh_pg(admin: str) -> str:
-    name = f"bw_ingest_{uuid.uuid4().hex[:8]}"
-    eng = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    eng.dispose()
-    return admin.rsplit("/", 1)[0] + "/" + name
 
 
 def latencies(url: str, source: str) -> list[float]:
@@ -146,6 +139,7 @@ def main() -> None:
     ap.add_argument("--client-procs", type=int, default=1, help="client processes sharing --threads")
     ap.add_argument("--intakes", type=int, default=0,
                     help="N intake-only instances plus one engine instance (needs --postgres); 0: one service")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch database and folder afterwards")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -154,10 +148,16 @@ def main() -> None:
     if args.intakes and not args.postgres:
         raise SystemExit("--intakes needs --postgres (instances share one PostgreSQL)")
 
+    with ExitStack() as scratch:  # the database and the folder (~2 GB of pictures) go when the bench ends
+        work = scratch.enter_context(scratch_dir("bw-ingest-", args.keep))
+        url = (scratch.enter_context(scratch_database(args.postgres, "bw_ingest", args.keep)) if args.postgres
+               else f"sqlite:///{work / 'ingest.db'}")
+        bench(args, work, url)
+
+
+def bench(args: argparse.Namespace, work: Path, url: str) -> None:
     from models.db import upgrade
 
-    work = Path(tempfile.mkdtemp(prefix="bw-ingest-"))
-    url = fresh_pg(args.postgres) if args.postgres else f"sqlite:///{work / 'ingest.db'}"
     upgrade(url)
     n = min(args.reads, 500)  # cameras (and bays) per source: a source maps at most 500 cameras
     broker = None
@@ -187,95 +187,102 @@ def main() -> None:
         roles = [dict(full, scheduler=False, enforcement=False)] * args.intakes + [dict(full, api=False)]
     else:
         roles = [full]
-    servers, ports = [], []
-    for k, components in enumerate(roles):
-        port = free_port()
-        config = dict(base_config, port=port, components=components,
-                      mqtt={"port": mqtt_port, "publish": False} if args.mqtt and components["api"] else None)
-        if len(roles) > 1:
-            config["data_dir"] = str(work / f"data{k}")  # one database; files (evidence) per instance here
-        (work / f"service{k}.json").write_text(json.dumps(config))
-        # Each instance runs in its own process, as in production: the clients here do not share its GIL.
-        servers.append(subprocess.Popen([sys.executable, __file__, "--serve", str(work / f"service{k}.json")]))
-        if components["api"]:
-            ports.append(port)
-    deadline = time.monotonic() + 60
-    for port in ports:
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
-                raise SystemExit("the service did not start")
-            time.sleep(0.2)
-    image = picture(args.image_kb)
-    bases = [f"http://127.0.0.1:{port}/api/v1/sources/pr/platerecognizer" for port in ports]
+    servers: list[subprocess.Popen] = []
+    ports: list[int] = []
+    try:
+        for k, components in enumerate(roles):
+            port = free_port()
+            config = dict(base_config, port=port, components=components,
+                          mqtt={"port": mqtt_port, "publish": False} if args.mqtt and components["api"] else None)
+            if len(roles) > 1:
+                config["data_dir"] = str(work / f"data{k}")  # one database; files (evidence) per instance here
+            (work / f"service{k}.json").write_text(json.dumps(config))
+            # Each instance runs in its own process, as in production: the clients here do not share its GIL.
+            servers.append(subprocess.Popen([sys.executable, __file__, "--serve", str(work / f"service{k}.json")]))
+            if components["api"]:
+                ports.append(port)
+        deadline = time.monotonic() + 60
+        for port in ports:
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
+                    raise SystemExit("the service did not start")
+                time.sleep(0.2)
+        image = picture(args.image_kb)
+        bases = [f"http://127.0.0.1:{port}/api/v1/sources/pr/platerecognizer" for port in ports]
 
-    procs = max(1, args.client_procs)
-    with ProcessPoolExecutor(procs) as pool:  # clients in processes of their own: one interpreter was the limit
-        list(pool.map(abs, range(procs)))  # the processes started before the clock does
-        start = time.perf_counter()
-        parts = pool.map(post_many, [(list(range(k, args.reads, procs)), bases, image, max(1, args.threads // procs), n)
-                                     for k in range(procs)])
-        codes = [code for part in parts for code in part]
-        elapsed = time.perf_counter() - start
-    ok = codes.count(200)
-    wait_applied(url, "pr", min(ok, n))
-    lat = latencies(url, "pr")
-    print(json.dumps({"kind": "platerecognizer webhook", "image_kb": round(len(image) / 1024), "reads": args.reads,
-                      "accepted": ok, "reads_per_s": round(ok / elapsed, 1),
-                      "receipt_to_bay_state_p50_s": round(statistics.median(lat), 3),
-                      "receipt_to_bay_state_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3),
-                      "database": "postgresql" if args.postgres else "sqlite", "threads": args.threads,
-                      "client_procs": args.client_procs, "intake_instances": args.intakes or "one service"}),
-          flush=True)
-
-    if args.mqtt:
-        import paho.mqtt.client as mqtt
-
-        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        pub.connect("127.0.0.1", mqtt_port)
-        pub.loop_start()
-        m = args.messages
-        payloads = []
-        for i in range(m):  # made before the clock starts: the service is measured, not this loop
-            after = {"id": f"{i}.0-x", "camera": f"f{i % n}", "label": "car", "frame_time": time.time(),
-                     "recognized_license_plate": f"FR{i:05d}", "recognized_license_plate_score": 0.9}
-            payloads.append(json.dumps({"type": "new", "after": after}))
-        eng = create_engine(url)
-        start = time.perf_counter()
-        for i, payload in enumerate(payloads):
-            if args.mqtt_rate > 0 and i % 10 == 0:  # paced: the latency of a load the service keeps up with
-                ahead = start + i / args.mqtt_rate - time.perf_counter()
-                if ahead > 0:
-                    time.sleep(ahead)
-            pub.publish("frigate/events", payload, qos=1)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # each message is a new car: one arrival each
-            with Session(eng) as db:
-                got = db.exec(text("SELECT count(*) FROM domain_events WHERE source = 'source:frigate' "
-                                   "AND kind = 'vehicle_arrived'")).one()[0]
-            if got >= m:
-                break
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - start
-        eng.dispose()
-        pub.loop_stop()
-        wait_applied(url, "frigate", n)
-        lat = latencies(url, "frigate")
-        print(json.dumps({"kind": "frigate mqtt", "messages": m, "stored": got,
-                          "offered_per_s": args.mqtt_rate or "as fast as possible",
-                          "messages_per_s": round(got / elapsed, 1),
+        procs = max(1, args.client_procs)
+        with ProcessPoolExecutor(procs) as pool:  # clients in processes of their own: one interpreter was the limit
+            list(pool.map(abs, range(procs)))  # the processes started before the clock does
+            start = time.perf_counter()
+            per_proc = max(1, args.threads // procs)
+            parts = pool.map(post_many, [(list(range(k, args.reads, procs)), bases, image, per_proc, n)
+                                         for k in range(procs)])
+            codes = [code for part in parts for code in part]
+            elapsed = time.perf_counter() - start
+        ok = codes.count(200)
+        wait_applied(url, "pr", min(ok, n))
+        lat = latencies(url, "pr")
+        print(json.dumps({"kind": "platerecognizer webhook", "image_kb": round(len(image) / 1024), "reads": args.reads,
+                          "accepted": ok, "reads_per_s": round(ok / elapsed, 1),
                           "receipt_to_bay_state_p50_s": round(statistics.median(lat), 3),
-                          "receipt_to_bay_state_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3)}), flush=True)
-    for server in servers:
-        server.terminate()
-    for server in servers:
-        server.wait(20)
-    if broker is not None:
-        broker.terminate()
+                          "receipt_to_bay_state_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3),
+                          "database": "postgresql" if args.postgres else "sqlite", "threads": args.threads,
+                          "client_procs": args.client_procs, "intake_instances": args.intakes or "one service"}),
+              flush=True)
+
+        if args.mqtt:
+            import paho.mqtt.client as mqtt
+
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            pub.connect("127.0.0.1", mqtt_port)
+            pub.loop_start()
+            m = args.messages
+            payloads = []
+            for i in range(m):  # made before the clock starts: the service is measured, not this loop
+                after = {"id": f"{i}.0-x", "camera": f"f{i % n}", "label": "car", "frame_time": time.time(),
+                         "recognized_license_plate": f"FR{i:05d}", "recognized_license_plate_score": 0.9}
+                payloads.append(json.dumps({"type": "new", "after": after}))
+            eng = create_engine(url)
+            start = time.perf_counter()
+            for i, payload in enumerate(payloads):
+                if args.mqtt_rate > 0 and i % 10 == 0:  # paced: the latency of a load the service keeps up with
+                    ahead = start + i / args.mqtt_rate - time.perf_counter()
+                    if ahead > 0:
+                        time.sleep(ahead)
+                pub.publish("frigate/events", payload, qos=1)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:  # each message is a new car: one arrival each
+                with Session(eng) as db:
+                    got = db.exec(text("SELECT count(*) FROM domain_events WHERE source = 'source:frigate' "
+                                       "AND kind = 'vehicle_arrived'")).one()[0]
+                if got >= m:
+                    break
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - start
+            eng.dispose()
+            pub.loop_stop()
+            wait_applied(url, "frigate", n)
+            lat = latencies(url, "frigate")
+            print(json.dumps({"kind": "frigate mqtt", "messages": m, "stored": got,
+                              "offered_per_s": args.mqtt_rate or "as fast as possible",
+                              "messages_per_s": round(got / elapsed, 1),
+                              "receipt_to_bay_state_p50_s": round(statistics.median(lat), 3),
+                              "receipt_to_bay_state_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3)}), flush=True)
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        if broker is not None:
+            broker.terminate()
 
 
 if __name__ == "__main__":
