@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Collection
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -85,16 +86,23 @@ def save_evidence(
     return Evidence(frame_path=frame_rel.as_posix(), crop_path=crop_rel.as_posix() if crop_rel else None)
 
 
-def purge_older_than(evidence_dir: Path, days: int, now: datetime) -> int:
+def purge_older_than(evidence_dir: Path, days: int, now: datetime, keep: Collection[str] = ()) -> int:
     """Delete day folders older than `days` (by folder name, UTC); return how many were removed.
 
     Folder names, not file times, decide: copying or restoring a backup must not reset retention.
-    Left-over temporary files from a killed writer are removed with their day.
+    Left-over temporary files from a killed writer are removed with their day. `keep` names files
+    (relative paths as events store them) that must stay, e.g. the evidence of a penalty still open:
+    their day folder loses every other file and stays with them (it is not counted as removed).
     """
     root = Path(evidence_dir)
     if not root.is_dir():
         return 0
     cutoff: date = (now.astimezone(UTC) - timedelta(days=days)).date()
+    held: dict[tuple[str, str], set[str]] = {}
+    for rel in keep:
+        parts = Path(rel).parts
+        if len(parts) == 3:
+            held.setdefault((parts[0], parts[1]), set()).add(parts[2])
     removed = 0
     for cam in root.iterdir():
         if not cam.is_dir() or cam.is_symlink():
@@ -106,9 +114,20 @@ def purge_older_than(evidence_dir: Path, days: int, now: datetime) -> int:
                 day = date.fromisoformat(day_dir.name)
             except ValueError:
                 continue
-            if day < cutoff:
+            if day >= cutoff:
+                continue
+            names = held.get((cam.name, day_dir.name))
+            if not names:
                 shutil.rmtree(day_dir, ignore_errors=True)
                 removed += 1
+                continue
+            for entry in day_dir.iterdir():
+                if entry.name in names and entry.is_file() and not entry.is_symlink():
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             cam.rmdir()  # only succeeds when the camera has no days left
     if removed:

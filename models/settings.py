@@ -97,8 +97,17 @@ class CsmsIntakeSettings(Strict):
 
 class RetentionSettings(Strict):
     evidence_days: int = Field(30, ge=1, le=3650, description="Days to keep frames and plate crops.")
-    reads_days: int = Field(90, ge=1, le=3650, description="Days to keep plate reads.")
+    reads_days: int = Field(
+        90, ge=1, le=3650,
+        description="Days to keep plate reads, presences, events, visits without a penalty and sent notifications.",
+    )
     audit_days: int = Field(365 * 2, ge=30, le=3650, description="Days to keep the audit log.")
+    # At least 30 days: the engine looks back up to 30 days (return_ban_hours) for earlier overstays.
+    penalties_days: int = Field(
+        365, ge=30, le=3650,
+        description="Days to keep a settled penalty (paid, waived, no charge, voided) with its visit and evidence; "
+        "open penalties keep theirs until settled.",
+    )
 
 
 class BayZone(Strict):

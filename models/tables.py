@@ -401,6 +401,12 @@ class TimerRow(SQLModel, table=True):
     state: str = Field(default="pending", max_length=16)  # pending, done
 
 
+# A settled penalty has nothing left to decide; retention deletes it `retention.penalties_days` later. Until
+# then, and while a penalty is open (violation, pending_review, notice_issued, disputed), its visit, presences
+# and evidence images are kept (service.retention).
+SETTLED_PENALTY_STATES = ("paid", "waived", "no_charge", "voided")
+
+
 class Penalty(SQLModel, table=True):
     """A violation and its lifecycle: violation -> pending_review -> notice_issued -> paid/waived/disputed."""
 

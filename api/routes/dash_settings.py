@@ -187,7 +187,7 @@ async def save_site(request: Request, ctx: Ctx, db: DbSession, admin: Admin) -> 
 
 # --- retention --------------------------------------------------------------------------------
 
-RETENTION_FIELDS = ("evidence_days", "reads_days", "audit_days")
+RETENTION_FIELDS = ("evidence_days", "reads_days", "penalties_days", "audit_days")
 
 
 def _retention_page(request: Request, ctx: Ctx, db: DbSession, principal: Principal, status_code: int = 200,

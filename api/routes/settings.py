@@ -211,6 +211,7 @@ def put_site(body: SiteIn, request: Request, ctx: Ctx, db: DbSession, admin: Adm
 class RetentionOut(SectionMeta):
     evidence_days: int
     reads_days: int
+    penalties_days: int
     audit_days: int
 
 

@@ -21,8 +21,8 @@ from models.db import make_engine
 from models.outbox import OutboxMessage
 from models.tables import AuditLog, Role, RuntimeSetting, Vehicle
 from service.notify import OutboxDispatcher, driver_serializer
+from service.retention import purge_expired
 from service.runtime_settings import effective_intakes, effective_mail
-from service.scheduler import purge_expired
 from tests.conftest import FakeClock
 from tests.dashboard.seed import seed_penalty
 from tests.foundation.helpers import add_user, client_for, login, make_settings
@@ -341,11 +341,11 @@ def test_retention_edit_applies_to_the_next_purge(env, clock: FakeClock) -> None
     assert [r.action for r in db_rows(settings, AuditLog) if r.action == "old"] == ["old"]  # config: 730 days
     csrf = as_admin(client)["X-CSRF-Token"]
     r = client.post("/dash/settings/retention", data={"csrf_token": csrf, "evidence_days": "10", "reads_days": "20",
-                                                      "audit_days": "60"})
+                                                      "penalties_days": "400", "audit_days": "60"})
     assert r.status_code == 303
     assert client.get("/api/v1/settings/retention").json() | {"updated_at": None} == {
         "source": "stored", "updated_at": None, "updated_by": "root", "evidence_days": 10, "reads_days": 20,
-        "audit_days": 60}
+        "penalties_days": 400, "audit_days": 60}
     assert purge_expired(ctx)["audit"] == 1
     assert not [r for r in db_rows(settings, AuditLog) if r.action == "old"]
 
