@@ -1,7 +1,7 @@
 """Outside reads per second, per intake kind, and the time from receipt to the bay's state.
 
     python bench/ingest.py [--reads 2000] [--threads 16] [--client-procs 1] [--image-kb 200] [--postgres URL]
-                           [--mqtt [--messages 5000] [--mqtt-rate R]] [--intakes N]
+                           [--mqtt [--messages 5000] [--mqtt-rate R]] [--intakes N [--engine-elsewhere]]
 
 Runs the real service in a child process (uvicorn on 127.0.0.1, the enforcement engine on): `--reads`
 Plate Recognizer webhooks, each a multipart form with a `--image-kb` JPEG and a new car at one of
@@ -17,7 +17,10 @@ Compare runs on one machine only.
 
 `--intakes N` (PostgreSQL only) runs the fleet way instead: N intake-only instances (API, no engine,
 no scheduler) that the clients share round-robin, and one engine instance (engine and scheduler, no
-API), all on the same database, each in its own process.
+API), all on the same database, each in its own process. `--engine-elsewhere` (with `--intakes` and
+`--mqtt`) stops the engine instance (SIGSTOP) for the Frigate burst and lets it go afterwards: the
+intake's rate as if the engine ran on another machine (this machine's two cores are otherwise shared by
+intake, engine, broker, client and PostgreSQL); no latency is printed for that burst.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -139,6 +143,9 @@ def main() -> None:
     ap.add_argument("--client-procs", type=int, default=1, help="client processes sharing --threads")
     ap.add_argument("--intakes", type=int, default=0,
                     help="N intake-only instances plus one engine instance (needs --postgres); 0: one service")
+    ap.add_argument("--engine-elsewhere", action="store_true",
+                    help="with --mqtt and --intakes: stop the engine instance (SIGSTOP) during the Frigate burst, so "
+                         "the intake's rate is measured as if the engine ran on another machine")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database and folder afterwards")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -147,6 +154,8 @@ def main() -> None:
         return
     if args.intakes and not args.postgres:
         raise SystemExit("--intakes needs --postgres (instances share one PostgreSQL)")
+    if args.engine_elsewhere and not (args.mqtt and args.intakes):
+        raise SystemExit("--engine-elsewhere needs --mqtt and --intakes N (an engine instance of its own)")
 
     with ExitStack() as scratch:  # the database and the folder (~2 GB of pictures) go when the bench ends
         work = scratch.enter_context(scratch_dir("bw-ingest-", args.keep))
@@ -248,6 +257,9 @@ def bench(args: argparse.Namespace, work: Path, url: str) -> None:
                          "recognized_license_plate": f"FR{i:05d}", "recognized_license_plate_score": 0.9}
                 payloads.append(json.dumps({"type": "new", "after": after}))
             eng = create_engine(url)
+            engine_proc = servers[-1] if args.intakes else None  # the engine-only instance (fleet layout)
+            if args.engine_elsewhere:  # stands for an engine on another machine: its CPU is not shared here
+                engine_proc.send_signal(signal.SIGSTOP)
             start = time.perf_counter()
             for i, payload in enumerate(payloads):
                 if args.mqtt_rate > 0 and i % 10 == 0:  # paced: the latency of a load the service keeps up with
@@ -266,13 +278,19 @@ def bench(args: argparse.Namespace, work: Path, url: str) -> None:
             elapsed = time.perf_counter() - start
             eng.dispose()
             pub.loop_stop()
+            if args.engine_elsewhere:
+                engine_proc.send_signal(signal.SIGCONT)
             wait_applied(url, "frigate", n)
             lat = latencies(url, "frigate")
-            print(json.dumps({"kind": "frigate mqtt", "messages": m, "stored": got,
-                              "offered_per_s": args.mqtt_rate or "as fast as possible",
-                              "messages_per_s": round(got / elapsed, 1),
-                              "receipt_to_bay_state_p50_s": round(statistics.median(lat), 3),
-                              "receipt_to_bay_state_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3)}), flush=True)
+            figures = {"kind": "frigate mqtt", "messages": m, "stored": got,
+                       "offered_per_s": args.mqtt_rate or "as fast as possible",
+                       "messages_per_s": round(got / elapsed, 1)}
+            if args.engine_elsewhere:  # the engine was stopped: a latency would measure the pause
+                figures["engine"] = "paused during the burst (as if on another machine)"
+            else:
+                figures["receipt_to_bay_state_p50_s"] = round(statistics.median(lat), 3)
+                figures["receipt_to_bay_state_p95_s"] = round(lat[int(0.95 * (len(lat) - 1))], 3)
+            print(json.dumps(figures), flush=True)
     finally:
         for server in servers:
             server.terminate()
