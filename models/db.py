@@ -154,7 +154,7 @@ def _recordset_json(table: Any, rows: list[dict[str, Any]]) -> str:
     for name in _aware_columns(table, tuple(rows[0])):
         for row in rows:
             value = row[name]
-            if value is not None and value.tzinfo is None:
+            if isinstance(value, datetime) and value.tzinfo is None:
                 raise ValueError("naive datetime refused: pass an aware UTC datetime")
     return orjson.dumps(rows, default=_json_value).decode()
 
