@@ -302,11 +302,14 @@ def count_by_state(db: Session) -> dict[OutboxState, int]:
     return counts
 
 
-def purge_sent(db: Session, before: datetime) -> int:
-    """Delete rows sent before `before` (caller's transaction). Their keys are forgotten too, so keep rows
-    for longer than anything might enqueue the same key again."""
+def purge_finished(db: Session, before: datetime) -> int:
+    """Delete rows sent, or dead (given up), before `before` (caller's transaction; retention calls it with
+    `reads_days`). Their keys are forgotten too, so keep rows for longer than anything might enqueue the
+    same key again."""
+    last = func.coalesce(OutboxMessage.sent_at, OutboxMessage.last_attempt_at, OutboxMessage.created_at)
     done = db.exec(
-        delete(OutboxMessage).where(OutboxMessage.state == OutboxState.sent, OutboxMessage.sent_at < before)  # type: ignore[arg-type, operator]
+        delete(OutboxMessage).where(OutboxMessage.state.in_([OutboxState.sent, OutboxState.dead]))  # type: ignore[attr-defined]
+        .where(last < before)
     )
     return int(done.rowcount or 0)
 

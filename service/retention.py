@@ -23,10 +23,11 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import exists, func, or_
+from sqlalchemy import exists, or_
 from sqlmodel import Session, delete, select
 
-from models.outbox import OutboxMessage, OutboxState, PushSubscription
+from enforcement.outbox import purge_finished
+from models.outbox import PushSubscription
 from models.tables import (
     SETTLED_PENALTY_STATES,
     AccessLog,
@@ -133,11 +134,7 @@ def purge_expired(ctx: AppContext) -> dict[str, Any]:
         ).rowcount
         # Notifications carry addresses and plates. Their idempotency keys go with them, which is safe:
         # the events that could enqueue one again are older than reads_days and gone too.
-        last = func.coalesce(OutboxMessage.sent_at, OutboxMessage.last_attempt_at, OutboxMessage.created_at)
-        counts["notifications"] = db.exec(
-            delete(OutboxMessage).where(OutboxMessage.state.in_([OutboxState.sent, OutboxState.dead]))  # type: ignore[attr-defined]
-            .where(last < reads_cutoff)
-        ).rowcount
+        counts["notifications"] = purge_finished(db, reads_cutoff)
         plate_has_penalty = exists().where(Penalty.plate == PushSubscription.owner)
         counts["push_subscriptions"] = db.exec(
             delete(PushSubscription).where(or_(

@@ -20,7 +20,7 @@ from enforcement.outbox import (
     enqueue,
     list_dead_letters,
     list_messages,
-    purge_sent,
+    purge_finished,
     resend,
 )
 from models.outbox import OutboxChannel, OutboxMessage, OutboxState, PushSubscription
@@ -275,7 +275,7 @@ def test_resend_and_listings(factory: Factory, clock: FakeClock) -> None:
     with factory() as db:
         assert list_dead_letters(db) == []
         assert count_by_state(db)[OutboxState.sent] == 2
-        assert purge_sent(db, clock.now - timedelta(minutes=30)) == 1  # the first, sent an hour ago
+        assert purge_finished(db, clock.now - timedelta(minutes=30)) == 1  # the first, sent an hour ago
         db.commit()
     assert [r.idempotency_key for r in rows(factory)] == ["bad"]
 
